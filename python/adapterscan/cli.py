@@ -1,0 +1,121 @@
+"""The ``adapterscan`` command line.
+
+Exit codes: 0 when the adapter could be read (``inspect``) or fits (``check``), 1 when ``check``
+finds it incompatible, 2 when the input cannot be read or the command line is wrong.
+Data goes to standard output, diagnostics to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from ._core import AdapterScanError
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adapterscan",
+        description=(
+            "Inspect and validate LoRA/DoRA adapters (mlx-lm, mlx-vlm, Unsloth, PEFT) from their "
+            "safetensors headers, without reading tensor data."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "examples:\n"
+            "  adapterscan inspect adapters/\n"
+            "  adapterscan inspect adapter_model.safetensors.index.json --json\n"
+            "  adapterscan demo"
+        ),
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="show an adapter's modules, ranks, dims and problems",
+        description=(
+            "Read an adapter's safetensors headers (and adapter_config.json) and show every LoRA "
+            "module with its kind, layout, rank and dims, plus every problem found. Exit 0 when "
+            "the files could be read, problems or not; 2 when they cannot."
+        ),
+    )
+    inspect.add_argument("path", help="adapter folder, .safetensors file, or shard index")
+    inspect.add_argument(
+        "--json", action="store_true", help="print the documented JSON object instead of tables"
+    )
+    cfg = inspect.add_mutually_exclusive_group()
+    cfg.add_argument("--config", metavar="FILE", help="use this adapter_config.json")
+    cfg.add_argument("--no-config", action="store_true", help="ignore any adapter_config.json")
+    inspect.add_argument(
+        "--all", action="store_true", help="list every module and every problem, unsummarised"
+    )
+    inspect.add_argument(
+        "--no-follow-symlinks", action="store_true", help="refuse symbolic links"
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        help="build small real adapters with mlx-lm and inspect them (needs adapterscan[mlx])",
+        description=(
+            "Build tiny models with mlx-lm, attach LoRA, DoRA and MoE switch LoRA with mlx-lm's "
+            "own classes, save them the way mlx-lm's trainer does, and inspect each one."
+        ),
+    )
+    demo.add_argument("--dir", metavar="DIR", help="where to write the adapters (default: temp)")
+    demo.add_argument("--json", action="store_true", help="print JSON objects instead of tables")
+    return parser
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ._scan import scan
+
+    result = scan(
+        args.path,
+        config=args.config,
+        read_config=not args.no_config,
+        follow_symlinks=not args.no_follow_symlinks,
+    )
+    if args.json:
+        sys.stdout.write(result.to_json(pretty=True) + "\n")
+        return EXIT_OK
+    from ._render import render_scan
+
+    render_scan(result, show_all=args.all)
+    return EXIT_OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    return run_demo(args.dir, as_json=args.json)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    Args:
+        argv: Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns:
+        0, 1 or 2 (see the module docstring).
+    """
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "inspect":
+            return _inspect(args)
+        return _demo(args)
+    except AdapterScanError as e:
+        print(f"adapterscan: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ImportError as e:
+        print(f"adapterscan: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except BrokenPipeError:
+        return EXIT_OK

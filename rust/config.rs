@@ -1,0 +1,527 @@
+//! `adapter_config.json`: the schemas real producers write, read with their types checked.
+//!
+//! Recognised: mlx-lm (current and the pre-0.19 `lora_layers`/`use_dora` form), Unsloth's mlx-lm
+//! superset, mlx-vlm (legacy flat `rank`/`alpha` and the mlx-lm form) and PEFT. A known field of the
+//! wrong type is an error (`ScanError::Config`); semantic disagreements with the tensors are
+//! reported later as problems.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Result, ScanError};
+
+/// Which producer's schema a config follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// mlx-lm (>= 0.19) and tools writing its schema (mlx-vlm >= 0.6, Unsloth, adapterscan).
+    Mlx,
+    /// mlx-lm before 0.19: `lora_layers`, `use_dora`, no `fine_tune_type`.
+    MlxLegacy,
+    /// mlx-vlm before 0.6: flat `rank`, `alpha`, `dropout`.
+    MlxVlmLegacy,
+    /// Hugging Face PEFT.
+    Peft,
+    /// Nothing recognisable.
+    Unknown,
+}
+
+impl Schema {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mlx => "mlx",
+            Self::MlxLegacy => "mlx_legacy",
+            Self::MlxVlmLegacy => "mlx_vlm_legacy",
+            Self::Peft => "peft",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// A typed view of an adapter config. Absent and `null` fields are `None`.
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    /// The file.
+    pub path: PathBuf,
+    /// The whole JSON object, key order kept.
+    pub raw: Value,
+    /// The schema it follows.
+    pub schema: Schema,
+    /// `fine_tune_type` as written.
+    pub fine_tune_type: Option<String>,
+    /// `num_layers` (mlx-lm) or `lora_layers` (legacy).
+    pub num_layers: Option<i64>,
+    /// `lora_parameters` is present (as an object).
+    pub has_lora_parameters: bool,
+    /// `lora_parameters.rank`.
+    pub rank: Option<u64>,
+    /// Top-level `rank` (Unsloth mirror, mlx-vlm legacy).
+    pub top_rank: Option<u64>,
+    /// `lora_parameters.scale`.
+    pub scale: Option<f64>,
+    /// Top-level `scale`.
+    pub top_scale: Option<f64>,
+    /// `lora_parameters.alpha` or top-level `alpha` (mlx-vlm legacy; wrong for mlx-lm).
+    pub alpha: Option<f64>,
+    /// `lora_parameters.dropout` (or PEFT `lora_dropout`).
+    pub dropout: Option<f64>,
+    /// `lora_parameters.keys`.
+    pub keys: Option<Vec<String>>,
+    /// Unsloth's `unsloth_mlx_lora_module_paths`, normalised to a list.
+    pub module_paths: Option<Vec<String>>,
+    /// Per-module ranks (Unsloth `unsloth_mlx_lora_module_ranks`), in file order.
+    pub module_ranks: Vec<(String, u64)>,
+    /// Per-module scales (Unsloth `unsloth_mlx_lora_module_scales`), in file order.
+    pub module_scales: Vec<(String, f64)>,
+    /// `use_dora` (legacy mlx-lm, PEFT).
+    pub use_dora: Option<bool>,
+    /// PEFT `r`.
+    pub peft_r: Option<u64>,
+    /// PEFT `lora_alpha`.
+    pub peft_alpha: Option<f64>,
+    /// PEFT `use_rslora`.
+    pub use_rslora: bool,
+    /// PEFT `target_modules`.
+    pub target_modules: Option<TargetModules>,
+    /// PEFT `rank_pattern`, in file order (the first match wins).
+    pub rank_pattern: Vec<(String, u64)>,
+    /// PEFT `alpha_pattern`, in file order.
+    pub alpha_pattern: Vec<(String, f64)>,
+    /// PEFT `layers_to_transform`.
+    pub layers_to_transform: Option<Vec<u64>>,
+    /// PEFT `modules_to_save`.
+    pub modules_to_save: Vec<String>,
+    /// PEFT `target_parameters`.
+    pub target_parameters: Vec<String>,
+}
+
+/// PEFT `target_modules`: a list of names, or one regular expression matched against the whole path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetModules {
+    /// Names matched as the last components of a module path.
+    Names(Vec<String>),
+    /// A regex (`re.fullmatch`).
+    Regex(String),
+}
+
+struct Fields<'a> {
+    path: &'a Path,
+    obj: &'a Map<String, Value>,
+    prefix: &'static str,
+}
+
+impl<'a> Fields<'a> {
+    fn err(&self, field: &str, expected: &str, found: &Value) -> ScanError {
+        let name = format!("{}{field}", self.prefix);
+        ScanError::Config {
+            path: self.path.to_path_buf(),
+            message: format!("`{name}` must be {expected}, found {}", describe(found)),
+            field: Some(name),
+        }
+    }
+
+    fn get(&self, field: &str) -> Option<&'a Value> {
+        self.obj.get(field).filter(|v| !v.is_null())
+    }
+
+    fn uint(&self, field: &str) -> Result<Option<u64>> {
+        self.get(field)
+            .map(|v| {
+                v.as_u64()
+                    .ok_or_else(|| self.err(field, "a non-negative integer", v))
+            })
+            .transpose()
+    }
+
+    fn int(&self, field: &str) -> Result<Option<i64>> {
+        self.get(field)
+            .map(|v| v.as_i64().ok_or_else(|| self.err(field, "an integer", v)))
+            .transpose()
+    }
+
+    fn number(&self, field: &str) -> Result<Option<f64>> {
+        self.get(field)
+            .map(|v| number_of(v).ok_or_else(|| self.err(field, "a number", v)))
+            .transpose()
+    }
+
+    fn boolean(&self, field: &str) -> Result<Option<bool>> {
+        self.get(field)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| self.err(field, "true or false", v))
+            })
+            .transpose()
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>> {
+        self.get(field)
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.err(field, "a string", v))
+            })
+            .transpose()
+    }
+
+    fn string_list(&self, field: &str) -> Result<Option<Vec<String>>> {
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let Value::Array(items) = v else {
+            return Err(self.err(field, "a list of strings", v));
+        };
+        items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| self.err(field, "a list of strings", v))
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// A list of module paths written as a string, a list, or a dict whose values are paths.
+    fn path_list(&self, field: &str) -> Result<Option<Vec<String>>> {
+        let Some(v) = self.get(field) else {
+            return Ok(None);
+        };
+        let mut out = Vec::new();
+        let bad = || self.err(field, "a path, a list of paths or a dict of paths", v);
+        let mut push = |item: &Value| -> Result<()> {
+            match item {
+                Value::String(s) if !s.is_empty() => out.push(s.clone()),
+                Value::String(_) | Value::Null => {}
+                _ => return Err(bad()),
+            }
+            Ok(())
+        };
+        match v {
+            Value::String(_) => push(v)?,
+            Value::Array(items) => {
+                for i in items {
+                    push(i)?;
+                }
+            }
+            Value::Object(m) => {
+                for i in m.values() {
+                    match i {
+                        Value::Array(items) => {
+                            for j in items {
+                                push(j)?;
+                            }
+                        }
+                        other => push(other)?,
+                    }
+                }
+            }
+            _ => return Err(bad()),
+        }
+        Ok(Some(out))
+    }
+
+    fn map_of<T>(
+        &self,
+        field: &str,
+        expected: &str,
+        conv: impl Fn(&Value) -> Option<T>,
+    ) -> Result<Vec<(String, T)>> {
+        let Some(v) = self.get(field) else {
+            return Ok(Vec::new());
+        };
+        let Value::Object(m) = v else {
+            return Err(self.err(field, &format!("an object of {expected}"), v));
+        };
+        m.iter()
+            .map(|(k, val)| {
+                conv(val)
+                    .map(|t| (k.clone(), t))
+                    .ok_or_else(|| self.err(&format!("{field}.{k}"), expected, val))
+            })
+            .collect()
+    }
+}
+
+fn number_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        _ => None,
+    }
+}
+
+fn describe(v: &Value) -> String {
+    let kind = match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    let mut text = v.to_string();
+    if text.len() > 60 {
+        text.truncate(57);
+        text.push_str("...");
+    }
+    format!("{kind} ({text})")
+}
+
+/// Parse config bytes.
+pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
+    let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
+        let full = e.to_string();
+        let message = full
+            .rsplit_once(" at line ")
+            .map_or(full.as_str(), |(m, _)| m);
+        ScanError::Config {
+            path: path.to_path_buf(),
+            field: None,
+            message: format!(
+                "not valid JSON: {message} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        }
+    })?;
+    let Value::Object(obj) = &raw else {
+        return Err(ScanError::Config {
+            path: path.to_path_buf(),
+            field: None,
+            message: format!("expected a JSON object, found {}", describe(&raw)),
+        });
+    };
+    let top = Fields {
+        path,
+        obj,
+        prefix: "",
+    };
+    let lp_value = top.get("lora_parameters");
+    let empty = Map::new();
+    let lp_obj = match lp_value {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(top.err("lora_parameters", "an object", v)),
+    };
+    let lp = Fields {
+        path,
+        obj: lp_obj,
+        prefix: "lora_parameters.",
+    };
+
+    let fine_tune_type = top.string("fine_tune_type")?;
+    let peft_type = top.string("peft_type")?;
+    let num_layers = top.int("num_layers")?;
+    let lora_layers = top.int("lora_layers")?;
+    let is_peft_type = peft_type
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case("lora"));
+
+    let schema = if lora_layers.is_some() && num_layers.is_none() && fine_tune_type.is_none() {
+        Schema::MlxLegacy
+    } else if lp_value.is_some() || fine_tune_type.is_some() || num_layers.is_some() {
+        Schema::Mlx
+    } else if is_peft_type || top.get("r").is_some() || top.get("target_modules").is_some() {
+        Schema::Peft
+    } else if top.get("rank").is_some() && top.get("alpha").is_some() {
+        Schema::MlxVlmLegacy
+    } else {
+        Schema::Unknown
+    };
+
+    let target_modules = match top.get("target_modules") {
+        None => None,
+        Some(Value::String(s)) => Some(TargetModules::Regex(s.clone())),
+        Some(_) => top.string_list("target_modules")?.map(TargetModules::Names),
+    };
+    let layers_to_transform = match top.get("layers_to_transform") {
+        None => None,
+        Some(v) if v.is_u64() => v.as_u64().map(|n| vec![n]),
+        Some(_) => Some(
+            top.get("layers_to_transform")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| {
+                    top.err(
+                        "layers_to_transform",
+                        "an integer or a list of integers",
+                        top.get("layers_to_transform").unwrap_or(&Value::Null),
+                    )
+                })?,
+        ),
+    };
+
+    let alpha = match lp.number("alpha")? {
+        Some(a) => Some(a),
+        None if schema != Schema::Peft => top.number("alpha")?,
+        None => None,
+    };
+
+    Ok(AdapterConfig {
+        path: path.to_path_buf(),
+        schema,
+        fine_tune_type,
+        num_layers: num_layers.or(lora_layers),
+        has_lora_parameters: lp_value.is_some(),
+        rank: lp.uint("rank")?,
+        top_rank: if schema == Schema::Peft {
+            None
+        } else {
+            top.uint("rank")?
+        },
+        scale: lp.number("scale")?,
+        top_scale: top.number("scale")?,
+        alpha,
+        dropout: match lp.number("dropout")? {
+            Some(d) => Some(d),
+            None if schema == Schema::Peft => top.number("lora_dropout")?,
+            None => top.number("dropout")?,
+        },
+        keys: lp.string_list("keys")?,
+        module_paths: top.path_list("unsloth_mlx_lora_module_paths")?,
+        module_ranks: top.map_of("unsloth_mlx_lora_module_ranks", "integers", Value::as_u64)?,
+        module_scales: top.map_of("unsloth_mlx_lora_module_scales", "numbers", number_of)?,
+        use_dora: top.boolean("use_dora")?,
+        peft_r: if schema == Schema::Peft {
+            top.uint("r")?
+        } else {
+            None
+        },
+        peft_alpha: top.number("lora_alpha")?,
+        use_rslora: top.boolean("use_rslora")?.unwrap_or(false),
+        target_modules,
+        rank_pattern: top.map_of("rank_pattern", "integers", Value::as_u64)?,
+        alpha_pattern: top.map_of("alpha_pattern", "numbers", number_of)?,
+        layers_to_transform,
+        modules_to_save: top.string_list("modules_to_save")?.unwrap_or_default(),
+        target_parameters: top.string_list("target_parameters")?.unwrap_or_default(),
+        raw,
+    })
+}
+
+/// Compile a PEFT pattern key with peft's matching rule: `(.*\.)?(key)$` from the start.
+pub fn peft_pattern(path: &Path, field: &str, key: &str) -> Result<regex::Regex> {
+    regex::Regex::new(&format!(r"^(?:.*\.)?(?:{key})$")).map_err(|e| ScanError::Config {
+        path: path.to_path_buf(),
+        field: Some(format!("{field}.{key}")),
+        message: format!("`{field}` key `{key}` is not a valid regular expression: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AdapterConfig> {
+        parse_config(Path::new("adapter_config.json"), text.as_bytes())
+    }
+
+    #[test]
+    fn reads_the_mlx_lm_schema() {
+        let c = parse(r#"{"fine_tune_type":"lora","num_layers":16,"lora_parameters":{"rank":8,"dropout":0.0,"scale":20.0,"keys":["self_attn.q_proj"]},"model":"x"}"#).unwrap();
+        assert_eq!(c.schema, Schema::Mlx);
+        assert_eq!(c.rank, Some(8));
+        assert_eq!(c.scale, Some(20.0));
+        assert_eq!(c.num_layers, Some(16));
+        assert_eq!(
+            c.keys.as_deref(),
+            Some(&["self_attn.q_proj".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn recognises_each_schema() {
+        assert_eq!(
+            parse(r#"{"lora_layers":4,"use_dora":false,"lora_parameters":null}"#)
+                .unwrap()
+                .schema,
+            Schema::MlxLegacy
+        );
+        assert_eq!(
+            parse(r#"{"rank":8,"alpha":16,"dropout":0.0}"#)
+                .unwrap()
+                .schema,
+            Schema::MlxVlmLegacy
+        );
+        let p = parse(r#"{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj"],"rank_pattern":{"q_proj":4},"use_rslora":true}"#).unwrap();
+        assert_eq!(p.schema, Schema::Peft);
+        assert_eq!(p.peft_r, Some(8));
+        assert_eq!(p.rank_pattern, vec![("q_proj".to_string(), 4)]);
+        assert!(p.use_rslora);
+        assert_eq!(parse("{}").unwrap().schema, Schema::Unknown);
+    }
+
+    #[test]
+    fn normalises_unsloth_paths() {
+        let c = parse(
+            r#"{"num_layers":2,"unsloth_mlx_lora_module_paths":"model.layers.0.self_attn.q_proj"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.module_paths.unwrap(),
+            vec!["model.layers.0.self_attn.q_proj"]
+        );
+        let c =
+            parse(r#"{"num_layers":2,"unsloth_mlx_lora_module_paths":{"a":"x.q","b":["y.q",""]}}"#)
+                .unwrap();
+        assert_eq!(c.module_paths.unwrap(), vec!["x.q", "y.q"]);
+    }
+
+    #[test]
+    fn wrong_types_are_errors_naming_the_field() {
+        let cases = [
+            (r#"{"num_layers":"16"}"#, "num_layers"),
+            (
+                r#"{"lora_parameters":{"rank":"four"}}"#,
+                "lora_parameters.rank",
+            ),
+            (
+                r#"{"lora_parameters":{"rank":8.5}}"#,
+                "lora_parameters.rank",
+            ),
+            (
+                r#"{"lora_parameters":{"scale":"x"}}"#,
+                "lora_parameters.scale",
+            ),
+            (
+                r#"{"lora_parameters":{"keys":"q_proj"}}"#,
+                "lora_parameters.keys",
+            ),
+            (r#"{"lora_parameters":[1]}"#, "lora_parameters"),
+            (r#"{"fine_tune_type":3}"#, "fine_tune_type"),
+            (r#"{"peft_type":"LORA","r":-1}"#, "r"),
+            (
+                r#"{"peft_type":"LORA","rank_pattern":{"q":"x"}}"#,
+                "rank_pattern.q",
+            ),
+        ];
+        for (text, field) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.code(), "invalid_config", "{text}");
+            match err {
+                ScanError::Config { field: f, .. } => assert_eq!(f.as_deref(), Some(field)),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(parse("[1]").unwrap_err().code(), "invalid_config");
+        assert_eq!(parse("{").unwrap_err().code(), "invalid_config");
+    }
+
+    #[test]
+    fn peft_patterns_follow_peft_first_match_rule() {
+        let re = peft_pattern(Path::new("c"), "rank_pattern", "q_proj").unwrap();
+        assert!(re.is_match("model.layers.0.self_attn.q_proj"));
+        assert!(re.is_match("q_proj"));
+        assert!(!re.is_match("model.layers.0.self_attn.xq_proj"));
+        let re = peft_pattern(
+            Path::new("c"),
+            "rank_pattern",
+            "model.layers.1.mlp.down_proj",
+        )
+        .unwrap();
+        assert!(re.is_match("model.layers.1.mlp.down_proj"));
+        assert!(!re.is_match("model.layers.11.mlp.down_proj"));
+        assert!(peft_pattern(Path::new("c"), "rank_pattern", "(").is_err());
+    }
+}

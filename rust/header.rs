@@ -1,0 +1,962 @@
+//! Reading and validating one safetensors header.
+//!
+//! Only the 8-byte length and the JSON header are read, with plain reads into one buffer; the
+//! data section is never read, mapped or paged in. Its size is checked against the file size
+//! from `fstat`. The rules are those of the reference implementation (see the crate docs), plus
+//! duplicate-key detection, which the reference lacks.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer as _;
+
+use crate::dtype::Dtype;
+use crate::error::{OffsetViolation, Result, ScanError};
+
+/// Bounds on what a header may contain. The defaults follow the reference implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted header length N, in bytes (the reference accepts up to 100,000,000).
+    pub max_header_bytes: u64,
+    /// Largest number of tensors in one file.
+    pub max_tensors: usize,
+    /// Largest number of dimensions of one tensor.
+    pub max_dims: usize,
+    /// Largest accepted shard index (`*.index.json`) or adapter config, in bytes.
+    pub max_index_bytes: u64,
+    /// Follow symbolic links (the Hugging Face cache is made of them). When false they are refused.
+    pub follow_symlinks: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 100_000_000,
+            max_tensors: 10_000_000,
+            max_dims: 64,
+            max_index_bytes: 200_000_000,
+            follow_symlinks: true,
+        }
+    }
+}
+
+/// One tensor entry of a header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The tensor's name, as written.
+    pub name: String,
+    /// Its dtype.
+    pub dtype: Dtype,
+    /// Its shape (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// Start of its bytes, relative to the data section.
+    pub begin: u64,
+    /// End (exclusive) of its bytes, relative to the data section.
+    pub end: u64,
+}
+
+impl TensorInfo {
+    /// Number of bytes the tensor occupies.
+    pub fn nbytes(&self) -> u64 {
+        self.end - self.begin
+    }
+}
+
+/// A parsed and validated header.
+#[derive(Debug, Clone)]
+pub struct Header {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// The header length N.
+    pub header_len: u64,
+    /// The file's size in bytes.
+    pub file_size: u64,
+    /// `__metadata__`, if present and not null.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// The tensors, in the order the header lists them.
+    pub tensors: Vec<TensorInfo>,
+}
+
+impl Header {
+    /// Bytes of tensor data (the data section's length).
+    pub fn data_bytes(&self) -> u64 {
+        self.file_size - 8 - self.header_len
+    }
+}
+
+/// Open `path` for reading without blocking and check, before any read, that it is a regular file.
+pub(crate) fn open_regular(path: &Path, limits: &Limits) -> Result<(File, u64)> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
+        if !limits.follow_symlinks {
+            flags |= libc::O_NOFOLLOW;
+        }
+        opts.custom_flags(flags);
+    }
+    if !limits.follow_symlinks {
+        let meta = std::fs::symlink_metadata(path).map_err(|e| ScanError::io(path, e))?;
+        if meta.file_type().is_symlink() {
+            return Err(ScanError::NotRegularFile {
+                path: path.to_path_buf(),
+                kind: "symbolic link, and following links is turned off",
+            });
+        }
+    }
+    let file = opts.open(path).map_err(|e| ScanError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| ScanError::io(path, e))?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        return Err(ScanError::NotRegularFile {
+            path: path.to_path_buf(),
+            kind: file_kind(ft),
+        });
+    }
+    Ok((file, meta.len()))
+}
+
+fn file_kind(ft: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "FIFO";
+        }
+        if ft.is_socket() {
+            return "socket";
+        }
+        if ft.is_char_device() {
+            return "character device";
+        }
+        if ft.is_block_device() {
+            return "block device";
+        }
+    }
+    if ft.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    }
+}
+
+/// Read a whole small file (a JSON index or config), refusing non-regular files and big ones.
+pub(crate) fn read_small_file(path: &Path, limits: &Limits, what: &str) -> Result<Vec<u8>> {
+    let (mut file, size) = open_regular(path, limits)?;
+    if size > limits.max_index_bytes {
+        return Err(ScanError::ShardIndex {
+            path: path.to_path_buf(),
+            message: format!(
+                "the {what} has {size} bytes, over the limit of {}",
+                limits.max_index_bytes
+            ),
+        });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.by_ref()
+        .take(limits.max_index_bytes + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| ScanError::io(path, e))?;
+    if buf.len() as u64 != size {
+        return Err(ScanError::FileChanged {
+            path: path.to_path_buf(),
+            before: size,
+            after: buf.len() as u64,
+        });
+    }
+    Ok(buf)
+}
+
+/// Read and validate the header of the safetensors file at `path`.
+pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
+    let (mut file, size) = open_regular(path, limits)?;
+    if size < 8 {
+        return Err(ScanError::HeaderTooSmall {
+            path: path.to_path_buf(),
+            size,
+        });
+    }
+    let mut len_bytes = [0u8; 8];
+    file.read_exact(&mut len_bytes)
+        .map_err(|e| read_error(path, size, e))?;
+    let n = u64::from_le_bytes(len_bytes);
+    if n == 0 {
+        return Err(ScanError::EmptyHeader {
+            path: path.to_path_buf(),
+        });
+    }
+    if n > limits.max_header_bytes {
+        return Err(ScanError::HeaderTooLarge {
+            path: path.to_path_buf(),
+            len: n,
+            limit: limits.max_header_bytes,
+        });
+    }
+    let need = n.checked_add(8).ok_or_else(|| ScanError::HeaderTooLarge {
+        path: path.to_path_buf(),
+        len: n,
+        limit: limits.max_header_bytes,
+    })?;
+    if need > size {
+        return Err(ScanError::HeaderTruncated {
+            path: path.to_path_buf(),
+            need,
+            have: size,
+        });
+    }
+    let n_usize = usize::try_from(n).map_err(|_| ScanError::HeaderTooLarge {
+        path: path.to_path_buf(),
+        len: n,
+        limit: limits.max_header_bytes,
+    })?;
+    let mut buf = vec![0u8; n_usize];
+    file.read_exact(&mut buf)
+        .map_err(|e| read_error(path, size, e))?;
+    let after = file.metadata().map_err(|e| ScanError::io(path, e))?.len();
+    if after != size {
+        return Err(ScanError::FileChanged {
+            path: path.to_path_buf(),
+            before: size,
+            after,
+        });
+    }
+    parse_header(path, &buf, size, limits)
+}
+
+fn read_error(path: &Path, size: u64, e: std::io::Error) -> ScanError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ScanError::FileChanged {
+            path: path.to_path_buf(),
+            before: size,
+            after: 0,
+        }
+    } else {
+        ScanError::io(path, e)
+    }
+}
+
+/// Parse and validate header bytes (`buf` holds exactly the N header bytes) of a file of `file_size`.
+pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) -> Result<Header> {
+    let text = std::str::from_utf8(buf).map_err(|e| ScanError::HeaderEncoding {
+        path: path.to_path_buf(),
+        offset: 8 + e.valid_up_to() as u64,
+    })?;
+    let mut state = ParseState {
+        path,
+        limits,
+        deferred: None,
+        current: None,
+    };
+    let parsed = {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let result = (&mut de)
+            .deserialize_map(HeaderVisitor { state: &mut state })
+            .and_then(|v| de.end().map(|()| v));
+        match result {
+            Ok(v) => v,
+            Err(e) => {
+                if let Some(err) = state.deferred.take() {
+                    return Err(err);
+                }
+                return Err(json_error(path, &e, state.current.take()));
+            }
+        }
+    };
+    let (metadata, tensors) = parsed;
+    let header = Header {
+        path: path.to_path_buf(),
+        header_len: buf.len() as u64,
+        file_size,
+        metadata,
+        tensors,
+    };
+    validate(&header, limits)?;
+    Ok(header)
+}
+
+fn json_error(path: &Path, e: &serde_json::Error, tensor: Option<String>) -> ScanError {
+    let full = e.to_string();
+    let message = match full.rfind(" at line ") {
+        Some(i) => full[..i].to_string(),
+        None => full,
+    };
+    ScanError::HeaderJson {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        tensor,
+        message,
+    }
+}
+
+struct ParseState<'p> {
+    path: &'p Path,
+    limits: &'p Limits,
+    /// A typed error found inside the visitor; it wins over the serde error used to stop parsing.
+    deferred: Option<ScanError>,
+    /// The tensor whose entry is being parsed, to name it in JSON errors.
+    current: Option<String>,
+}
+
+impl ParseState<'_> {
+    fn defer<E: de::Error>(&mut self, err: ScanError) -> E {
+        let msg = err.to_string();
+        self.deferred = Some(err);
+        E::custom(msg)
+    }
+}
+
+type Parsed = (Option<BTreeMap<String, String>>, Vec<TensorInfo>);
+
+struct HeaderVisitor<'s, 'p> {
+    state: &'s mut ParseState<'p>,
+}
+
+impl<'de> Visitor<'de> for HeaderVisitor<'_, '_> {
+    type Value = Parsed;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object mapping tensor names to entries")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed, A::Error> {
+        let state = self.state;
+        let mut metadata: Option<Option<BTreeMap<String, String>>> = None;
+        let mut tensors = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "__metadata__" {
+                if metadata.is_some() {
+                    return Err(state.defer(ScanError::DuplicateKey {
+                        path: state.path.to_path_buf(),
+                        key,
+                    }));
+                }
+                metadata = Some(map.next_value_seed(MetadataSeed { state: &mut *state })?);
+                continue;
+            }
+            if tensors.len() >= state.limits.max_tensors {
+                return Err(state.defer(ScanError::TooManyTensors {
+                    path: state.path.to_path_buf(),
+                    limit: state.limits.max_tensors,
+                }));
+            }
+            state.current = Some(key);
+            let entry = map.next_value_seed(EntrySeed { state: &mut *state })?;
+            let name = state.current.take().unwrap_or_default();
+            tensors.push(TensorInfo {
+                name,
+                dtype: entry.0,
+                shape: entry.1,
+                begin: entry.2 .0,
+                end: entry.2 .1,
+            });
+        }
+        Ok((metadata.flatten(), tensors))
+    }
+}
+
+struct MetadataSeed<'s, 'p> {
+    state: &'s mut ParseState<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for MetadataSeed<'_, '_> {
+    type Value = Option<BTreeMap<String, String>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MetadataSeed<'_, '_> {
+    type Value = Option<BTreeMap<String, String>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a map of strings to strings, or null")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let state = self.state;
+        let mut out = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value: serde_json::Value = map.next_value()?;
+            let serde_json::Value::String(value) = value else {
+                return Err(state.defer(ScanError::Metadata {
+                    path: state.path.to_path_buf(),
+                    message: format!("the value of `{key}` is not a string"),
+                }));
+            };
+            if out.contains_key(&key) {
+                return Err(state.defer(ScanError::DuplicateKey {
+                    path: state.path.to_path_buf(),
+                    key: format!("__metadata__.{key}"),
+                }));
+            }
+            out.insert(key, value);
+        }
+        Ok(Some(out))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(self.not_an_object("a boolean"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(self.not_an_object("a number"))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(self.not_an_object("a number"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(self.not_an_object("a number"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(self.not_an_object("a string"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<Self::Value, A::Error> {
+        Err(self.not_an_object("an array"))
+    }
+}
+
+impl MetadataSeed<'_, '_> {
+    fn not_an_object<E: de::Error>(self, found: &str) -> E {
+        let path = self.state.path.to_path_buf();
+        self.state.defer(ScanError::Metadata {
+            path,
+            message: format!("expected an object of strings or null, found {found}"),
+        })
+    }
+}
+
+struct EntrySeed<'s, 'p> {
+    state: &'s mut ParseState<'p>,
+}
+
+type Entry = (Dtype, Vec<u64>, (u64, u64));
+
+impl<'de> DeserializeSeed<'de> for EntrySeed<'_, '_> {
+    type Value = Entry;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Entry, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntrySeed<'_, '_> {
+    type Value = Entry;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a tensor entry object with dtype, shape and data_offsets")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
+        let state = self.state;
+        let mut dtype: Option<Dtype> = None;
+        let mut shape: Option<Vec<u64>> = None;
+        let mut offsets: Option<(u64, u64)> = None;
+        while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let duplicate = match field.as_ref() {
+                "dtype" => {
+                    let name: std::borrow::Cow<'de, str> = map.next_value()?;
+                    let Some(d) = Dtype::from_name(&name) else {
+                        return Err(state.defer(ScanError::UnknownDtype {
+                            path: state.path.to_path_buf(),
+                            tensor: state.current.clone().unwrap_or_default(),
+                            dtype: name.into_owned(),
+                        }));
+                    };
+                    dtype.replace(d).is_some()
+                }
+                "shape" => shape.replace(map.next_value()?).is_some(),
+                "data_offsets" => offsets.replace(map.next_value()?).is_some(),
+                _ => {
+                    // Parsed as a value (not skipped) so the nesting limit applies, as in the reference.
+                    map.next_value::<serde_json::Value>()?;
+                    false
+                }
+            };
+            if duplicate {
+                return Err(state.defer(ScanError::DuplicateKey {
+                    path: state.path.to_path_buf(),
+                    key: format!("{}.{field}", state.current.as_deref().unwrap_or("")),
+                }));
+            }
+        }
+        let dtype = dtype.ok_or_else(|| de::Error::missing_field("dtype"))?;
+        let shape = shape.ok_or_else(|| de::Error::missing_field("shape"))?;
+        let offsets = offsets.ok_or_else(|| de::Error::missing_field("data_offsets"))?;
+        Ok((dtype, shape, offsets))
+    }
+}
+
+/// Check every rule that needs the whole header: sizes, offsets, coverage, duplicates.
+fn validate(header: &Header, limits: &Limits) -> Result<()> {
+    let path = &header.path;
+    for t in &header.tensors {
+        if t.shape.len() > limits.max_dims {
+            return Err(ScanError::Shape {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                message: format!(
+                    "{} dimensions, the limit is {}",
+                    t.shape.len(),
+                    limits.max_dims
+                ),
+            });
+        }
+        let numel = t
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| ScanError::Shape {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                message: format!("the element count of {:?} overflows 64 bits", t.shape),
+            })?;
+        let bits = numel
+            .checked_mul(t.dtype.bits())
+            .ok_or_else(|| ScanError::Shape {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                message: format!(
+                    "the bit count of {:?} x {} overflows 64 bits",
+                    t.shape, t.dtype
+                ),
+            })?;
+        if bits % 8 != 0 {
+            return Err(ScanError::MisalignedTensor {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                bits,
+            });
+        }
+        if t.end >= t.begin && t.end - t.begin != bits / 8 {
+            return Err(ScanError::TensorSize {
+                path: path.clone(),
+                tensor: t.name.clone(),
+                expected: bits / 8,
+                actual: t.end - t.begin,
+            });
+        }
+    }
+    check_duplicate_names(header)?;
+    let data_end = check_offsets(header)?;
+    let expected = 8 + header.header_len + data_end;
+    if expected != header.file_size {
+        return Err(ScanError::IncompleteFile {
+            path: path.clone(),
+            expected,
+            actual: header.file_size,
+        });
+    }
+    Ok(())
+}
+
+fn check_duplicate_names(header: &Header) -> Result<()> {
+    let mut names: Vec<&str> = header.tensors.iter().map(|t| t.name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ScanError::DuplicateKey {
+            path: header.path.clone(),
+            key: w[0].to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Sort by `(begin, end)` and check that the ranges tile `[0, end)` exactly; collect every
+/// violation. Returns the length of the data section the header describes.
+fn check_offsets(header: &Header) -> Result<u64> {
+    let mut order: Vec<&TensorInfo> = header.tensors.iter().collect();
+    order.sort_unstable_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
+    let mut violations = Vec::new();
+    let mut expected = 0u64;
+    let mut previous: Option<&TensorInfo> = None;
+    for t in order {
+        if t.end < t.begin {
+            violations.push(OffsetViolation {
+                tensor: t.name.clone(),
+                reason: format!(
+                    "data_offsets [{}, {}] end before they begin",
+                    t.begin, t.end
+                ),
+            });
+            continue;
+        }
+        if t.begin > expected {
+            let reason = match previous {
+                None => format!("the first tensor begins at {}, not at 0", t.begin),
+                Some(p) => format!(
+                    "a gap of {} bytes after `{}` (bytes {}..{} belong to no tensor)",
+                    t.begin - expected,
+                    p.name,
+                    expected,
+                    t.begin
+                ),
+            };
+            violations.push(OffsetViolation {
+                tensor: t.name.clone(),
+                reason,
+            });
+        } else if t.begin < expected {
+            let p = previous.map_or("", |p| p.name.as_str());
+            let reason = match previous {
+                Some(p) if p.begin == t.begin && p.end == t.end => {
+                    format!(
+                        "aliases `{p}`: both use bytes {}..{}",
+                        t.begin,
+                        t.end,
+                        p = p.name
+                    )
+                }
+                _ => format!(
+                    "data_offsets [{}, {}] overlap `{p}`, which ends at {expected}",
+                    t.begin, t.end
+                ),
+            };
+            violations.push(OffsetViolation {
+                tensor: t.name.clone(),
+                reason,
+            });
+        }
+        expected = expected.max(t.end);
+        previous = Some(t);
+    }
+    if violations.is_empty() {
+        Ok(expected)
+    } else {
+        Err(ScanError::Offsets {
+            path: header.path.clone(),
+            violations,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    /// Build the bytes of a safetensors file from a header text and a data length.
+    pub(crate) fn file_bytes(header: &str, data_len: usize) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend(std::iter::repeat_n(0u8, data_len));
+        out
+    }
+
+    fn parse(header: &str, data_len: usize) -> Result<Header> {
+        let bytes = file_bytes(header, data_len);
+        parse_header(
+            Path::new("x.safetensors"),
+            &bytes[8..8 + header.len()],
+            bytes.len() as u64,
+            &Limits::default(),
+        )
+    }
+
+    fn code(r: Result<Header>) -> &'static str {
+        r.expect_err("should fail").code()
+    }
+
+    #[test]
+    fn parses_a_valid_header() {
+        let h = parse(
+            r#"{"__metadata__":{"format":"pt"},"b":{"dtype":"F16","shape":[2,3],"data_offsets":[16,28]},"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            28,
+        )
+        .unwrap();
+        assert_eq!(h.tensors.len(), 2);
+        assert_eq!(h.tensors[0].name, "b");
+        assert_eq!(h.tensors[0].shape, vec![2, 3]);
+        assert_eq!(h.tensors[0].dtype.name(), "F16");
+        assert_eq!(h.metadata.as_ref().unwrap()["format"], "pt");
+        assert_eq!(h.data_bytes(), 28);
+    }
+
+    #[test]
+    fn accepts_mlx_null_metadata_scalars_zero_dims_and_whitespace() {
+        let h = parse(
+            r#"  {"__metadata__":null,"s":{"dtype":"BF16","shape":[],"data_offsets":[0,2]},"z":{"dtype":"F32","shape":[0,5],"data_offsets":[2,2]}}    "#,
+            2,
+        )
+        .unwrap();
+        assert!(h.metadata.is_none());
+        assert_eq!(h.tensors.len(), 2);
+    }
+
+    #[test]
+    fn accepts_unknown_fields_and_empty_header_object() {
+        assert!(parse(
+            r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"extra":[1,{"x":2}]}}"#,
+            1
+        )
+        .is_ok());
+        assert!(parse("{}", 0).is_ok());
+    }
+
+    #[test]
+    fn rejects_each_malformed_class_with_its_own_code() {
+        let t = |dt: &str, shape: &str, off: &str| {
+            format!(r#"{{"t":{{"dtype":"{dt}","shape":{shape},"data_offsets":{off}}}}}"#)
+        };
+        assert_eq!(code(parse("[]", 0)), "header_json");
+        assert_eq!(code(parse("{\"a\":1}", 0)), "header_json");
+        assert_eq!(code(parse("{} \0", 0)), "header_json");
+        assert_eq!(code(parse("\u{feff}{}", 0)), "header_json");
+        assert_eq!(code(parse(&t("f32", "[1]", "[0,4]"), 4)), "unknown_dtype");
+        assert_eq!(code(parse(&t("F32", "[-1]", "[0,4]"), 4)), "header_json");
+        assert_eq!(code(parse(&t("F32", "[2.0]", "[0,8]"), 8)), "header_json");
+        assert_eq!(code(parse(&t("F32", "[2e0]", "[0,8]"), 8)), "header_json");
+        assert_eq!(
+            code(parse(&t("F32", "[18446744073709551616]", "[0,8]"), 8)),
+            "header_json"
+        );
+        assert_eq!(code(parse(&t("F32", "[1]", "[0,4,8]"), 8)), "header_json");
+        assert_eq!(
+            code(parse(&t("F32", "[2,9223372036854775807]", "[0,8]"), 8)),
+            "invalid_shape"
+        );
+        // The element count wraps to 0 in 64-bit arithmetic without checks.
+        assert_eq!(
+            code(parse(&t("F32", "[65536,65536,65536,65536]", "[0,0]"), 0)),
+            "invalid_shape"
+        );
+        assert_eq!(
+            code(parse(&t("F4", "[3]", "[0,2]"), 2)),
+            "misaligned_tensor"
+        );
+        assert_eq!(
+            code(parse(&t("F32", "[3]", "[0,8]"), 8)),
+            "tensor_size_mismatch"
+        );
+        // A dimension of 2^32+2 must not be truncated to 2.
+        assert_eq!(
+            code(parse(&t("U8", "[4294967298]", "[0,2]"), 2)),
+            "tensor_size_mismatch"
+        );
+        assert_eq!(code(parse(&t("F32", "[1]", "[4,0]"), 4)), "invalid_offsets");
+        assert_eq!(code(parse(&t("F32", "[1]", "[4,8]"), 8)), "invalid_offsets");
+        assert_eq!(code(parse(&t("F32", "[1]", "[0,4]"), 5)), "incomplete_file");
+        assert_eq!(code(parse(&t("F32", "[1]", "[0,4]"), 3)), "incomplete_file");
+        assert_eq!(
+            code(parse(r#"{"t":{"shape":[1],"data_offsets":[0,4]}}"#, 4)),
+            "header_json"
+        );
+        assert_eq!(
+            code(parse(r#"{"__metadata__":{"a":1}}"#, 0)),
+            "invalid_metadata"
+        );
+        assert_eq!(code(parse(r#"{"__metadata__":[]}"#, 0)), "invalid_metadata");
+        assert_eq!(
+            code(parse(r#"{"__metadata__":{},"__metadata__":{}}"#, 0)),
+            "duplicate_key"
+        );
+        assert_eq!(
+            code(parse(
+                r#"{"t":{"dtype":"U8","dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#,
+                1
+            )),
+            "duplicate_key"
+        );
+        assert_eq!(
+            code(parse(
+                r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#,
+                2
+            )),
+            "duplicate_key"
+        );
+        assert_eq!(code(parse("{\"x\":NaN}", 0)), "header_json");
+        assert_eq!(code(parse("{\"\\ud800\":1}", 0)), "header_json");
+        let deep = format!(
+            "{{\"a\":{{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1],\"x\":{}{}}}}}",
+            "[".repeat(5000),
+            "]".repeat(5000)
+        );
+        assert_eq!(code(parse(&deep, 1)), "header_json");
+    }
+
+    #[test]
+    fn lists_every_offset_violation() {
+        let h = r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},
+                    "b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]},
+                    "c":{"dtype":"U8","shape":[2],"data_offsets":[8,10]},
+                    "d":{"dtype":"U8","shape":[2],"data_offsets":[8,10]}}"#;
+        let err = parse(h, 10).unwrap_err();
+        let details = err.details();
+        assert_eq!(details.len(), 3, "{details:?}");
+        assert!(details[0].contains("`b`") && details[0].contains("overlap"));
+        assert!(details[1].contains("`c`") && details[1].contains("gap"));
+        assert!(details[2].contains("`d`") && details[2].contains("aliases"));
+    }
+
+    #[test]
+    fn json_errors_carry_line_column_and_tensor() {
+        let err = parse(
+            "{\"t\":{\"dtype\":\"F32\",\n\"shape\":[1,],\"data_offsets\":[0,4]}}",
+            4,
+        )
+        .unwrap_err();
+        let (line, col) = err.line_column().unwrap();
+        assert_eq!(line, 2);
+        assert!(col > 0);
+        assert_eq!(err.tensor(), Some("t"));
+    }
+
+    #[test]
+    fn utf8_error_names_the_byte_offset() {
+        let mut bytes = file_bytes("{\"ab\":{}}", 0);
+        bytes[8 + 3] = 0xff;
+        let err = parse_header(
+            Path::new("x"),
+            &bytes[8..],
+            bytes.len() as u64,
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "header_encoding");
+        assert_eq!(err.offset(), Some(11));
+    }
+
+    #[test]
+    fn reads_files_and_checks_the_length_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::File::create(&p).unwrap().write_all(bytes).unwrap();
+            p
+        };
+        let limits = Limits::default();
+        let code_of = |p: &Path| read_header(p, &limits).unwrap_err().code();
+        assert_eq!(code_of(&write("empty", b"")), "header_too_small");
+        assert_eq!(code_of(&write("five", b"12345")), "header_too_small");
+        assert_eq!(code_of(&write("zero", &0u64.to_le_bytes())), "empty_header");
+        assert_eq!(
+            code_of(&write("huge", &u64::MAX.to_le_bytes())),
+            "header_too_large"
+        );
+        assert_eq!(
+            code_of(&write("big", &100_000_001u64.to_le_bytes())),
+            "header_too_large"
+        );
+        assert_eq!(
+            code_of(&write("short", &100u64.to_le_bytes())),
+            "header_truncated"
+        );
+        assert_eq!(code_of(&dir.path().join("missing")), "not_found");
+        assert_eq!(code_of(dir.path()), "not_regular_file");
+        let ok = write(
+            "ok",
+            &file_bytes(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+        );
+        assert_eq!(read_header(&ok, &limits).unwrap().tensors.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_fifos_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipe.safetensors");
+        // mkfifo(1) keeps this crate free of unsafe code.
+        let status = std::process::Command::new("mkfifo").arg(&p).status();
+        if status.is_ok_and(|s| s.success()) {
+            let err = read_header(&p, &Limits::default()).unwrap_err();
+            assert_eq!(err.code(), "not_regular_file");
+            assert!(err.to_string().contains("FIFO"));
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_are_followed_unless_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real.safetensors");
+        std::fs::write(
+            &target,
+            file_bytes(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                4,
+            ),
+        )
+        .unwrap();
+        let link = dir.path().join("link.safetensors");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(read_header(&link, &Limits::default()).is_ok());
+        let strict = Limits {
+            follow_symlinks: false,
+            ..Limits::default()
+        };
+        assert_eq!(
+            read_header(&link, &strict).unwrap_err().code(),
+            "not_regular_file"
+        );
+    }
+
+    fn dtype_strategy() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(
+            crate::dtype::DTYPES
+                .iter()
+                .filter(|(_, b)| b % 8 == 0)
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    proptest! {
+        /// Any header a writer produces (tensors laid end to end) parses back identically.
+        #[test]
+        fn written_headers_parse_back(
+            entries in prop::collection::vec(
+                ("[a-zA-Z0-9_.\\-\"\\\\é]{0,12}", dtype_strategy(), prop::collection::vec(0u64..5, 0..4)),
+                0..12),
+            meta in prop::option::of(prop::collection::btree_map("[a-z_]{1,6}", "[ -~]{0,8}", 0..3)),
+            pad in 0usize..8,
+        ) {
+            let mut seen = std::collections::BTreeSet::new();
+            let entries: Vec<_> = entries.into_iter().filter(|e| seen.insert(e.0.clone())).collect();
+            let mut obj = serde_json::Map::new();
+            if let Some(m) = &meta {
+                obj.insert("__metadata__".into(), serde_json::to_value(m).unwrap());
+            }
+            let mut offset = 0u64;
+            let mut expected = Vec::new();
+            for (name, dtype, shape) in &entries {
+                let d = Dtype::from_name(dtype).unwrap();
+                let n = shape.iter().product::<u64>() * d.bits() / 8;
+                obj.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}));
+                expected.push(TensorInfo { name: name.clone(), dtype: d, shape: shape.clone(), begin: offset, end: offset + n });
+                offset += n;
+            }
+            let mut text = serde_json::to_string(&obj).unwrap();
+            text.push_str(&" ".repeat(pad));
+            let h = parse(&text, offset as usize).unwrap();
+            let mut got = h.tensors.clone();
+            got.sort_by(|a, b| a.name.cmp(&b.name));
+            expected.sort_by(|a, b| a.name.cmp(&b.name));
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(h.metadata, meta);
+        }
+
+        /// Arbitrary bytes never panic the parser.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256), size in 0u64..1024) {
+            let _ = parse_header(Path::new("x"), &bytes, size.max(bytes.len() as u64 + 8), &Limits::default());
+        }
+    }
+}

@@ -1,0 +1,1207 @@
+//! Grouping tensors into LoRA modules and inferring each module's kind, layout, rank and dims.
+//!
+//! The family of a factor (and so its orientation) is decided by its leaf name; shapes are only a
+//! consistency check, so square factors cannot confuse it. Every layout of the formats reference
+//! is recognised: mlx-lm LoRA/DoRA linear, switch (3-D and the legacy 2-D `lora_a`) and embedding,
+//! layer-wrapped `.lora_a.weight`, AFM7 fused list leaves, mlx-vlm legacy `.A`/`.B`, and PEFT
+//! linear, embedding, DoRA magnitude, per-expert keys and `target_parameters` wrappers.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::dtype::Dtype;
+use crate::problem::{Problem, Severity};
+
+/// The PEFT prefix that module paths are reported without.
+pub const PEFT_PREFIX: &str = "base_model.model.";
+
+/// What a LoRA module adapts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A dense linear layer.
+    Linear,
+    /// Stacked experts (mlx `SwitchLinear`, or PEFT per-expert keys grouped).
+    Switch,
+    /// An embedding table.
+    Embedding,
+}
+
+impl Kind {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Linear => "linear",
+            Self::Switch => "switch",
+            Self::Embedding => "embedding",
+        }
+    }
+}
+
+/// LoRA or DoRA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Plain low-rank update.
+    Lora,
+    /// Weight-decomposed (has a magnitude vector).
+    Dora,
+}
+
+impl Variant {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lora => "lora",
+            Self::Dora => "dora",
+        }
+    }
+}
+
+/// The on-disk family of a factor, decided by its leaf name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// `lora_a` / `lora_b` / `m` (mlx-lm).
+    Mlx,
+    /// `lora_a.weight` / `lora_b.weight` (halves that are `nn.Linear` layers).
+    MlxLayer,
+    /// `lora_a.N` / `lora_b.N` (list-valued leaves, e.g. mlx-lm's AFM7 fused QKV).
+    MlxFused,
+    /// `A` / `B` (mlx-vlm before 0.6).
+    MlxVlmLegacy,
+    /// `lora_A.weight` / `lora_B.weight` / `lora_magnitude_vector` (PEFT).
+    Peft,
+    /// `lora_embedding_A` / `lora_embedding_B` (PEFT embeddings).
+    PeftEmbedding,
+}
+
+impl Family {
+    /// Whether the family belongs to PEFT's naming.
+    pub fn is_peft(self) -> bool {
+        matches!(self, Self::Peft | Self::PeftEmbedding)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    A,
+    B,
+    M,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Slot {
+    Single,
+    Fused(u32),
+    Expert(u64),
+}
+
+/// A tensor as the inference sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorView<'a> {
+    /// Full name, as stored.
+    pub name: &'a str,
+    /// Dtype.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: &'a [u64],
+}
+
+/// One inferred LoRA module.
+#[derive(Debug, Clone, Serialize)]
+pub struct Module {
+    /// Dotted module path, without the PEFT `base_model.model.` prefix.
+    pub path: String,
+    /// What it adapts.
+    pub kind: Kind,
+    /// LoRA or DoRA.
+    pub variant: Variant,
+    /// The on-disk layout (orientation) of its factors.
+    #[serde(skip)]
+    pub layout: &'static str,
+    /// The rank, when the factors agree on one.
+    pub rank: Option<u64>,
+    /// Input features (vocabulary size for embeddings).
+    pub in_dims: Option<u64>,
+    /// Output features (embedding width for embeddings).
+    pub out_dims: Option<u64>,
+    /// Number of experts, for switch modules.
+    pub num_experts: Option<u64>,
+    /// The factors' dtype, or `mixed`.
+    pub dtype: String,
+    /// The tensors that make up the module.
+    pub keys: Vec<String>,
+}
+
+/// The result of grouping.
+#[derive(Debug, Default)]
+pub struct Inference {
+    /// Modules, in natural path order.
+    pub modules: Vec<Module>,
+    /// Indices of tensors that are not adapter parameters.
+    pub non_adapter: Vec<usize>,
+    /// Problems found in the tensors alone.
+    pub problems: Vec<Problem>,
+    /// Families seen among the adapter tensors.
+    pub families: Vec<Family>,
+}
+
+fn split_suffix<'a>(name: &'a str, leaf: &str) -> Option<&'a str> {
+    if name == leaf {
+        return Some("");
+    }
+    name.strip_suffix(leaf)?.strip_suffix('.')
+}
+
+fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
+    const FIXED: &[(&str, Family, Leaf)] = &[
+        ("lora_A.weight", Family::Peft, Leaf::A),
+        ("lora_B.weight", Family::Peft, Leaf::B),
+        ("lora_embedding_A", Family::PeftEmbedding, Leaf::A),
+        ("lora_embedding_B", Family::PeftEmbedding, Leaf::B),
+        ("lora_magnitude_vector.weight", Family::Peft, Leaf::M),
+        ("lora_magnitude_vector", Family::Peft, Leaf::M),
+        ("lora_a.weight", Family::MlxLayer, Leaf::A),
+        ("lora_b.weight", Family::MlxLayer, Leaf::B),
+        ("lora_a", Family::Mlx, Leaf::A),
+        ("lora_b", Family::Mlx, Leaf::B),
+        ("m", Family::Mlx, Leaf::M),
+        ("A", Family::MlxVlmLegacy, Leaf::A),
+        ("B", Family::MlxVlmLegacy, Leaf::B),
+    ];
+    for (leaf, family, role) in FIXED {
+        if let Some(path) = split_suffix(name, leaf) {
+            return Some((path, *family, *role, Slot::Single));
+        }
+    }
+    // List-valued leaves: `<path>.lora_a.<i>`.
+    let (head, last) = name.rsplit_once('.')?;
+    let i: u32 = last
+        .parse()
+        .ok()
+        .filter(|_| last.bytes().all(|b| b.is_ascii_digit()))?;
+    for (leaf, role) in [("lora_a", Leaf::A), ("lora_b", Leaf::B)] {
+        if let Some(path) = split_suffix(head, leaf) {
+            return Some((path, Family::MlxFused, role, Slot::Fused(i)));
+        }
+    }
+    None
+}
+
+/// Split `prefix.experts.<e>.rest` into (`prefix.experts.rest`, e).
+fn expert_split(path: &str) -> Option<(String, u64)> {
+    let mut search = 0;
+    while let Some(pos) = path[search..].find("experts.") {
+        let start = search + pos;
+        let at_boundary = start == 0 || path.as_bytes()[start - 1] == b'.';
+        let after = &path[start + "experts.".len()..];
+        if at_boundary {
+            if let Some((num, rest)) = after.split_once('.') {
+                if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
+                    if let Ok(e) = num.parse() {
+                        return Some((format!("{}experts.{rest}", &path[..start]), e));
+                    }
+                }
+            }
+        }
+        search = start + 1;
+    }
+    None
+}
+
+const EMBEDDING_NAMES: &[&str] = &[
+    "embed_tokens",
+    "wte",
+    "word_embeddings",
+    "tok_embeddings",
+    "token_embedding",
+    "token_embd",
+    "embedding",
+    "embeddings",
+    "embed",
+];
+
+fn looks_like_embedding(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    EMBEDDING_NAMES.contains(&last)
+}
+
+/// Compare dotted paths with numeric components compared as numbers (`layers.2` < `layers.10`).
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    let mut ia = a.split('.');
+    let mut ib = b.split('.');
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) => {
+                let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
+                    (Ok(p), Ok(q)) => p.cmp(&q).then_with(|| x.cmp(y)),
+                    _ => x.cmp(y),
+                };
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Acc {
+    members: Vec<(Family, Leaf, Slot, usize)>,
+    peft_prefixed: bool,
+}
+
+/// Options that change how tensors are read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InferOptions {
+    /// The config lists PEFT `target_parameters` (fused-expert `ParamWrapper` adapters).
+    pub peft_target_parameters: bool,
+}
+
+/// Group tensors into modules and infer each one.
+pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
+    let mut groups: HashMap<String, Acc> = HashMap::new();
+    let mut non_adapter = Vec::new();
+    for (i, t) in tensors.iter().enumerate() {
+        let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
+            Some(rest) => (rest, true),
+            None => (t.name, false),
+        };
+        let Some((path, family, leaf, mut slot)) = classify(stripped) else {
+            non_adapter.push(i);
+            continue;
+        };
+        let mut key = path.to_string();
+        if family == Family::Peft || family == Family::PeftEmbedding {
+            if let Some((grouped, e)) = expert_split(path) {
+                key = grouped;
+                slot = Slot::Expert(e);
+            }
+        }
+        let acc = groups.entry(key).or_default();
+        acc.members.push((family, leaf, slot, i));
+        acc.peft_prefixed |= prefixed;
+    }
+
+    let mut out = Inference {
+        non_adapter,
+        ..Inference::default()
+    };
+    let mut families = Vec::new();
+    let mut paths: Vec<String> = groups.keys().cloned().collect();
+    paths.sort_by(|a, b| natural_cmp(a, b));
+    for path in paths {
+        let acc = &groups[&path];
+        // A lone `m`, `A` or `B` is some other parameter that happens to share the leaf name.
+        let tentative = acc
+            .members
+            .iter()
+            .all(|(f, l, _, _)| (*f == Family::Mlx && *l == Leaf::M) || *f == Family::MlxVlmLegacy);
+        let vlm_complete = acc
+            .members
+            .iter()
+            .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::A)
+            && acc
+                .members
+                .iter()
+                .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::B);
+        if tentative && !vlm_complete {
+            out.non_adapter.extend(acc.members.iter().map(|m| m.3));
+            continue;
+        }
+        let mut fams: Vec<Family> = Vec::new();
+        for (f, l, _, _) in &acc.members {
+            // `m` is shared by the mlx families; it does not make a module mixed.
+            if *f == Family::Mlx && *l == Leaf::M {
+                continue;
+            }
+            if !fams.contains(f) {
+                fams.push(*f);
+            }
+        }
+        if fams.is_empty() {
+            fams.push(Family::Mlx);
+        }
+        for f in &fams {
+            if !families.contains(f) {
+                families.push(*f);
+            }
+        }
+        let family = fams[0];
+        if fams.len() > 1 {
+            out.problems.push(Problem::new(
+                "mixed_formats",
+                Severity::Error,
+                Some(&path),
+                format!("the module's tensors mix naming conventions ({fams:?})"),
+            ));
+        }
+        let mut keys: Vec<String> = acc
+            .members
+            .iter()
+            .map(|m| tensors[m.3].name.to_string())
+            .collect();
+        keys.sort_by(|a, b| natural_cmp(a, b));
+        let (module, problems) = analyze(&path, family, acc, tensors, keys, opts);
+        out.problems.extend(problems);
+        out.modules.push(module);
+    }
+    out.non_adapter.sort_unstable();
+    out.families = families;
+    out
+}
+
+struct Draft<'p> {
+    path: &'p str,
+    problems: Vec<Problem>,
+}
+
+impl Draft<'_> {
+    fn error(&mut self, code: &'static str, message: String) {
+        self.problems.push(Problem::new(
+            code,
+            Severity::Error,
+            Some(self.path),
+            message,
+        ));
+    }
+    fn warn(&mut self, code: &'static str, message: String) {
+        self.problems.push(Problem::new(
+            code,
+            Severity::Warning,
+            Some(self.path),
+            message,
+        ));
+    }
+}
+
+struct Dims {
+    kind: Kind,
+    rank: Option<u64>,
+    in_dims: Option<u64>,
+    out_dims: Option<u64>,
+    num_experts: Option<u64>,
+    layout: &'static str,
+}
+
+fn shape_str(s: &[u64]) -> String {
+    format!(
+        "({})",
+        s.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+fn analyze(
+    path: &str,
+    family: Family,
+    acc: &Acc,
+    tensors: &[TensorView<'_>],
+    keys: Vec<String>,
+    opts: InferOptions,
+) -> (Module, Vec<Problem>) {
+    let mut d = Draft {
+        path,
+        problems: Vec::new(),
+    };
+    let pick = |leaf: Leaf| -> Vec<(Slot, usize)> {
+        let mut v: Vec<(Slot, usize)> = acc
+            .members
+            .iter()
+            .filter(|m| m.1 == leaf)
+            .map(|m| (m.2, m.3))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    let a = pick(Leaf::A);
+    let b = pick(Leaf::B);
+    let m = pick(Leaf::M);
+
+    let mut dtypes: Vec<Dtype> = acc.members.iter().map(|x| tensors[x.3].dtype).collect();
+    dtypes.sort_unstable();
+    dtypes.dedup();
+    let dtype = if dtypes.len() == 1 {
+        dtypes[0].name().to_string()
+    } else {
+        d.warn(
+            "mixed_dtypes",
+            format!(
+                "the module's tensors have different dtypes ({})",
+                dtypes
+                    .iter()
+                    .map(|x| x.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        "mixed".to_string()
+    };
+
+    let expert_slots = a
+        .iter()
+        .chain(&b)
+        .any(|(s, _)| matches!(s, Slot::Expert(_)));
+    let dims = if expert_slots {
+        per_expert(&mut d, &a, &b, &m, tensors)
+    } else if family == Family::MlxFused {
+        fused(&mut d, &a, &b, tensors)
+    } else {
+        single(&mut d, family, &a, &b, &m, tensors, opts)
+    };
+
+    let variant = if m.is_empty() {
+        Variant::Lora
+    } else {
+        Variant::Dora
+    };
+    if let Some(r) = dims.rank {
+        if r == 0 {
+            d.error("degenerate_rank", "the rank is 0".into());
+        } else if let (Some(i), Some(o)) = (dims.in_dims, dims.out_dims) {
+            if r > i.min(o) {
+                d.warn(
+                    "degenerate_rank",
+                    format!("rank {r} exceeds min(in_dims, out_dims) = {}", i.min(o)),
+                );
+            }
+        }
+    }
+    if dims.kind == Kind::Switch && variant == Variant::Dora {
+        d.error(
+            "dora_on_switch",
+            "a DoRA magnitude on a switch (MoE) module: mlx-lm has no DoRA for SwitchLinear".into(),
+        );
+    }
+    (
+        Module {
+            path: path.to_string(),
+            kind: dims.kind,
+            variant,
+            layout: dims.layout,
+            rank: dims.rank,
+            in_dims: dims.in_dims,
+            out_dims: dims.out_dims,
+            num_experts: dims.num_experts,
+            dtype,
+            keys,
+        },
+        d.problems,
+    )
+}
+
+fn unpaired(d: &mut Draft<'_>, a: &[(Slot, usize)], b: &[(Slot, usize)], what: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        let (have, lack) = if a.is_empty() { ("B", "A") } else { ("A", "B") };
+        d.error(
+            "unpaired_factor",
+            format!("{what}has a LoRA {have} factor but no {lack} factor"),
+        );
+        return true;
+    }
+    false
+}
+
+/// Orientation check for a pair of 2-D factors. `standard` says whether the leaf names promise the
+/// mlx orientation (in, r)/(r, out); otherwise they promise PEFT's (r, in)/(out, r).
+fn pair_2d(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], standard: bool) -> (Option<u64>, u64, u64) {
+    // In the promised orientation: rank axis of a, of b; in from a; out from b.
+    let (ra, rb, ia, ob) = if standard {
+        (sa[1], sb[0], sa[0], sb[1])
+    } else {
+        (sa[0], sb[1], sa[1], sb[0])
+    };
+    if ra == rb {
+        return (Some(ra), ia, ob);
+    }
+    // The other orientation's shared axis.
+    let (fa, fb) = if standard {
+        (sa[0], sb[1])
+    } else {
+        (sa[1], sb[0])
+    };
+    if fa == fb {
+        let (names, other) = if standard {
+            (
+                "mlx names (lora_a (in, r), lora_b (r, out))",
+                "PEFT orientation (r, in)/(out, r)",
+            )
+        } else {
+            (
+                "PEFT names (lora_A (r, in), lora_B (out, r))",
+                "mlx orientation (in, r)/(r, out)",
+            )
+        };
+        d.error(
+            "orientation_flipped",
+            format!(
+                "factors {} and {} are in {other} under {names}; they must be transposed",
+                shape_str(sa),
+                shape_str(sb)
+            ),
+        );
+        return (Some(fa), ra, rb);
+    }
+    d.error(
+        "rank_mismatch",
+        format!(
+            "the factors {} and {} do not share a rank axis",
+            shape_str(sa),
+            shape_str(sb)
+        ),
+    );
+    (None, ia, ob)
+}
+
+fn single(
+    d: &mut Draft<'_>,
+    family: Family,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    m: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+    opts: InferOptions,
+) -> Dims {
+    let layout_for = |kind: Kind| -> &'static str {
+        match (family, kind) {
+            (Family::Mlx, Kind::Switch) => "mlx_switch",
+            (Family::Mlx, Kind::Embedding) => "mlx_embedding",
+            (Family::MlxLayer, _) => "mlx_layer",
+            (Family::MlxVlmLegacy, _) => "mlx_vlm_legacy",
+            (Family::PeftEmbedding, _) => "peft_embedding",
+            (Family::Peft, Kind::Switch) => "peft_param_wrapper",
+            (Family::Peft, _) => "peft_linear",
+            _ => "mlx_linear",
+        }
+    };
+    let mut dims = Dims {
+        kind: if family == Family::PeftEmbedding || looks_like_embedding(d.path) {
+            Kind::Embedding
+        } else {
+            Kind::Linear
+        },
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: "",
+    };
+    let param_wrapper = family == Family::Peft
+        && opts.peft_target_parameters
+        && (d.path.ends_with("experts") || d.path.ends_with("experts.base_layer"));
+    if param_wrapper {
+        dims.kind = Kind::Switch;
+    }
+    if unpaired(d, a, b, "") {
+        let one = a.first().or(b.first()).map(|x| tensors[x.1].shape);
+        if let Some(s) = one {
+            if s.len() == 3 {
+                dims.kind = Kind::Switch;
+                dims.num_experts = Some(s[0]);
+            }
+        }
+        dims.layout = layout_for(dims.kind);
+        return dims;
+    }
+    if a.len() > 1 || b.len() > 1 {
+        d.error("unpaired_factor", "more than one A or B factor".into());
+    }
+    let sa = tensors[a[0].1].shape;
+    let sb = tensors[b[0].1].shape;
+    let standard = matches!(family, Family::Mlx | Family::MlxVlmLegacy);
+    match (sa.len(), sb.len()) {
+        (2, 2) => {
+            let (rank, i, o) = pair_2d(d, sa, sb, standard);
+            dims.rank = rank;
+            dims.in_dims = Some(i);
+            dims.out_dims = Some(o);
+            if param_wrapper {
+                // A (E*r, in), B (out, r*E): the expert count is not in the header.
+                dims.rank = None;
+                d.warn(
+                    "rank_needs_expert_count",
+                    format!(
+                        "PEFT target_parameters factors {} and {} hold rank x experts = {}; the \
+                         rank is that divided by the base model's expert count",
+                        shape_str(sa),
+                        shape_str(sb),
+                        rank.map_or_else(|| "?".into(), |r| r.to_string())
+                    ),
+                );
+            }
+        }
+        (3, 3) if family == Family::Mlx => {
+            dims.kind = Kind::Switch;
+            if sa[0] == sb[0] {
+                dims.num_experts = Some(sa[0]);
+            } else {
+                d.error(
+                    "expert_count_mismatch",
+                    format!(
+                        "lora_a {} has {} experts, lora_b {} has {}",
+                        shape_str(sa),
+                        sa[0],
+                        shape_str(sb),
+                        sb[0]
+                    ),
+                );
+            }
+            // (E, r, in) / (E, out, r): the PEFT orientation stacked per expert.
+            let (rank, i, o) = pair_2d(d, &sa[1..], &sb[1..], false);
+            dims.rank = rank;
+            dims.in_dims = Some(i);
+            dims.out_dims = Some(o);
+        }
+        (2, 3) if family == Family::Mlx => {
+            dims.kind = Kind::Switch;
+            let (e, o, r) = (sb[0], sb[1], sb[2]);
+            dims.num_experts = Some(e);
+            dims.out_dims = Some(o);
+            dims.in_dims = Some(sa[1]);
+            if e.checked_mul(r) == Some(sa[0]) {
+                dims.rank = Some(r);
+                dims.layout = "mlx_switch_legacy";
+                d.warn(
+                    "legacy_switch_layout",
+                    format!(
+                        "lora_a {} is the 2-D (experts*rank, in) layout of mlx-lm < 0.28.3; \
+                         current mlx-lm expects ({e}, {r}, {}) and rejects it unless reshaped",
+                        shape_str(sa),
+                        sa[1]
+                    ),
+                );
+            } else {
+                d.error(
+                    "rank_mismatch",
+                    format!(
+                        "lora_a {} is not (experts*rank, in) for lora_b {}",
+                        shape_str(sa),
+                        shape_str(sb)
+                    ),
+                );
+            }
+        }
+        _ => {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "factor shapes {} and {} fit no known layout",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+        }
+    }
+    if family == Family::MlxLayer {
+        d.warn(
+            "layer_wrapped_factors",
+            "factors are stored as `lora_a.weight`/`lora_b.weight` (layer-wrapped halves); \
+             mlx-lm's load_adapters rejects `.weight` leaves"
+                .into(),
+        );
+    }
+    if let Some(&(_, mi)) = m.first() {
+        let sm = tensors[mi].shape;
+        if m.len() > 1 || sm.len() != 1 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "the DoRA magnitude has shape {}, expected 1-D",
+                    shape_str(sm)
+                ),
+            );
+        } else if dims.kind != Kind::Switch {
+            let n = sm[0];
+            if Some(n) == dims.out_dims {
+                // PEFT's embedding magnitude is (D,) = out; mlx DoRALinear's is (out,).
+            } else if Some(n) == dims.in_dims && family == Family::Mlx {
+                // mlx DoRAEmbedding: one norm per token row.
+                dims.kind = Kind::Embedding;
+            } else {
+                d.error(
+                    "bad_factor_shape",
+                    format!(
+                        "the DoRA magnitude has {n} entries; the module has in_dims {} and out_dims {}",
+                        dims.in_dims.map_or_else(|| "?".into(), |x| x.to_string()),
+                        dims.out_dims.map_or_else(|| "?".into(), |x| x.to_string())
+                    ),
+                );
+            }
+        }
+    }
+    if dims.layout.is_empty() {
+        dims.layout = layout_for(dims.kind);
+    }
+    dims
+}
+
+fn fused(
+    d: &mut Draft<'_>,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+) -> Dims {
+    let mut dims = Dims {
+        kind: Kind::Linear,
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: "mlx_fused",
+    };
+    if unpaired(d, a, b, "") {
+        return dims;
+    }
+    let ia: Vec<_> = a.iter().map(|x| x.0).collect();
+    let ib: Vec<_> = b.iter().map(|x| x.0).collect();
+    if ia != ib {
+        d.error(
+            "unpaired_factor",
+            format!(
+                "list-valued factors differ: lora_a has {} entries, lora_b has {}",
+                ia.len(),
+                ib.len()
+            ),
+        );
+        return dims;
+    }
+    let mut rank = None;
+    let mut in_dims = None;
+    let mut out = 0u64;
+    for (x, y) in a.iter().zip(b) {
+        let (sa, sb) = (tensors[x.1].shape, tensors[y.1].shape);
+        if sa.len() != 2 || sb.len() != 2 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "fused factors {} and {} are not 2-D",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+            return dims;
+        }
+        let (r, i, o) = pair_2d(d, sa, sb, true);
+        if rank.is_some() && rank != r || in_dims.is_some() && in_dims != Some(i) {
+            d.error(
+                "rank_mismatch",
+                "the fused factors disagree on rank or in_dims".into(),
+            );
+            return dims;
+        }
+        rank = r;
+        in_dims = Some(i);
+        out = out.saturating_add(o);
+    }
+    dims.rank = rank;
+    dims.in_dims = in_dims;
+    dims.out_dims = Some(out);
+    dims
+}
+
+fn per_expert(
+    d: &mut Draft<'_>,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    m: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+) -> Dims {
+    let mut dims = Dims {
+        kind: Kind::Switch,
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: "peft_per_expert",
+    };
+    let mut experts: BTreeMap<u64, (Option<usize>, Option<usize>)> = BTreeMap::new();
+    for (slot, i) in a {
+        if let Slot::Expert(e) = slot {
+            experts.entry(*e).or_default().0 = Some(*i);
+        }
+    }
+    for (slot, i) in b {
+        if let Slot::Expert(e) = slot {
+            experts.entry(*e).or_default().1 = Some(*i);
+        }
+    }
+    if !m.is_empty() {
+        d.error(
+            "dora_on_switch",
+            "DoRA magnitudes on per-expert modules cannot be stacked into a switch layer".into(),
+        );
+    }
+    let count = experts.keys().next_back().map_or(0, |e| e + 1);
+    dims.num_experts = Some(count);
+    let missing: Vec<u64> = (0..count).filter(|e| !experts.contains_key(e)).collect();
+    if !missing.is_empty() {
+        d.error(
+            "missing_experts",
+            format!(
+                "{} of {count} experts have no factors: {}",
+                missing.len(),
+                compress_ranges(&missing)
+            ),
+        );
+    }
+    let mut seen: Option<(Option<u64>, u64, u64)> = None;
+    let mut disagree = Vec::new();
+    let mut half = Vec::new();
+    for (e, (ia, ib)) in &experts {
+        let (Some(ia), Some(ib)) = (ia, ib) else {
+            half.push(*e);
+            continue;
+        };
+        let (sa, sb) = (tensors[*ia].shape, tensors[*ib].shape);
+        if sa.len() != 2 || sb.len() != 2 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "expert {e}: factors {} and {} are not 2-D",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+            return dims;
+        }
+        let mut sub = Draft {
+            path: d.path,
+            problems: Vec::new(),
+        };
+        let got = pair_2d(&mut sub, sa, sb, false);
+        match &seen {
+            None => {
+                d.problems.extend(sub.problems);
+                seen = Some(got);
+            }
+            Some(first) if *first != got => disagree.push(*e),
+            Some(_) => {}
+        }
+    }
+    if !half.is_empty() {
+        d.error(
+            "unpaired_factor",
+            format!(
+                "experts {} have only one of lora_A/lora_B",
+                compress_ranges(&half)
+            ),
+        );
+    }
+    if !disagree.is_empty() {
+        d.error(
+            "rank_mismatch",
+            format!(
+                "experts {} differ in rank or dims from the first expert",
+                compress_ranges(&disagree)
+            ),
+        );
+    }
+    if let Some((r, i, o)) = seen {
+        dims.rank = r;
+        dims.in_dims = Some(i);
+        dims.out_dims = Some(o);
+    }
+    dims
+}
+
+/// `[0,1,2,5,7,8]` -> `0-2, 5, 7-8`.
+pub fn compress_ranges(values: &[u64]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < values.len() {
+        let start = values[i];
+        let mut end = start;
+        while i + 1 < values.len() && values[i + 1] == end + 1 {
+            i += 1;
+            end = values[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: &[(&str, &str, &[u64])]) -> Inference {
+        run_with(spec, InferOptions::default())
+    }
+
+    fn run_with(spec: &[(&str, &str, &[u64])], opts: InferOptions) -> Inference {
+        let views: Vec<TensorView<'_>> = spec
+            .iter()
+            .map(|(n, d, s)| TensorView {
+                name: n,
+                dtype: Dtype::from_name(d).unwrap(),
+                shape: s,
+            })
+            .collect();
+        infer(&views, opts)
+    }
+
+    fn codes(inf: &Inference) -> Vec<&'static str> {
+        inf.problems.iter().map(|p| p.code).collect()
+    }
+
+    #[test]
+    fn mlx_linear_square_factors_follow_the_names() {
+        let inf = run(&[
+            ("model.layers.0.self_attn.q_proj.lora_a", "F32", &[8, 8]),
+            ("model.layers.0.self_attn.q_proj.lora_b", "F32", &[8, 8]),
+        ]);
+        assert!(inf.problems.is_empty());
+        let m = &inf.modules[0];
+        assert_eq!(m.path, "model.layers.0.self_attn.q_proj");
+        assert_eq!(
+            (m.kind, m.variant, m.rank),
+            (Kind::Linear, Variant::Lora, Some(8))
+        );
+        assert_eq!(m.layout, "mlx_linear");
+    }
+
+    #[test]
+    fn mlx_linear_and_flipped() {
+        let inf = run(&[
+            ("a.q_proj.lora_a", "F32", &[64, 4]),
+            ("a.q_proj.lora_b", "F32", &[4, 32]),
+            ("a.v_proj.lora_a", "F32", &[4, 64]),
+            ("a.v_proj.lora_b", "F32", &[32, 4]),
+        ]);
+        let q = &inf.modules[0];
+        assert_eq!(
+            (q.rank, q.in_dims, q.out_dims),
+            (Some(4), Some(64), Some(32))
+        );
+        assert_eq!(codes(&inf), vec!["orientation_flipped"]);
+        assert_eq!(inf.problems[0].path.as_deref(), Some("a.v_proj"));
+    }
+
+    #[test]
+    fn switch_layouts() {
+        let inf = run(&[
+            ("l.switch_mlp.up_proj.lora_a", "F32", &[4, 8, 64]),
+            ("l.switch_mlp.up_proj.lora_b", "F32", &[4, 32, 8]),
+            ("l.switch_mlp.down_proj.lora_a", "F32", &[32, 32]),
+            ("l.switch_mlp.down_proj.lora_b", "F32", &[4, 64, 8]),
+            ("l.switch_mlp.gate_proj.lora_a", "F32", &[4, 8, 64]),
+            ("l.switch_mlp.gate_proj.lora_b", "F32", &[5, 32, 8]),
+        ]);
+        let by: HashMap<_, _> = inf.modules.iter().map(|m| (m.path.as_str(), m)).collect();
+        let up = by["l.switch_mlp.up_proj"];
+        assert_eq!(
+            (
+                up.kind,
+                up.rank,
+                up.in_dims,
+                up.out_dims,
+                up.num_experts,
+                up.layout
+            ),
+            (
+                Kind::Switch,
+                Some(8),
+                Some(64),
+                Some(32),
+                Some(4),
+                "mlx_switch"
+            )
+        );
+        let down = by["l.switch_mlp.down_proj"];
+        assert_eq!(
+            (
+                down.rank,
+                down.in_dims,
+                down.out_dims,
+                down.num_experts,
+                down.layout
+            ),
+            (Some(8), Some(32), Some(64), Some(4), "mlx_switch_legacy")
+        );
+        assert!(codes(&inf).contains(&"legacy_switch_layout"));
+        assert!(codes(&inf).contains(&"expert_count_mismatch"));
+    }
+
+    #[test]
+    fn dora_embedding_and_linear() {
+        let inf = run(&[
+            ("model.embed_tokens.lora_a", "F32", &[100, 4]),
+            ("model.embed_tokens.lora_b", "F32", &[4, 16]),
+            ("model.embed_tokens.m", "F32", &[100]),
+            ("x.proj.lora_a", "F32", &[16, 4]),
+            ("x.proj.lora_b", "F32", &[4, 100]),
+            ("x.proj.m", "F32", &[100]),
+            ("y.emb.lora_a", "F32", &[16, 4]),
+            ("y.emb.lora_b", "F32", &[4, 20]),
+            ("y.emb.m", "F32", &[7]),
+            ("model.norm.m", "F32", &[7]),
+        ]);
+        assert_eq!(inf.modules[0].path, "model.embed_tokens");
+        assert_eq!(inf.modules[0].kind, Kind::Embedding);
+        assert_eq!(inf.modules[0].variant, Variant::Dora);
+        let proj = inf.modules.iter().find(|m| m.path == "x.proj").unwrap();
+        assert_eq!((proj.kind, proj.variant), (Kind::Linear, Variant::Dora));
+        assert_eq!(codes(&inf), vec!["bad_factor_shape"]);
+        // A lone `m` is not an adapter tensor.
+        assert_eq!(inf.non_adapter.len(), 1);
+    }
+
+    #[test]
+    fn peft_keys_and_per_expert_grouping() {
+        let mut spec: Vec<(String, &str, Vec<u64>)> = vec![
+            (
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into(),
+                "BF16",
+                vec![8, 64],
+            ),
+            (
+                "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight".into(),
+                "BF16",
+                vec![32, 8],
+            ),
+            (
+                "base_model.model.model.embed_tokens.lora_embedding_A".into(),
+                "BF16",
+                vec![8, 100],
+            ),
+            (
+                "base_model.model.model.embed_tokens.lora_embedding_B".into(),
+                "BF16",
+                vec![64, 8],
+            ),
+            (
+                "base_model.model.model.embed_tokens.base_layer.weight".into(),
+                "BF16",
+                vec![100, 64],
+            ),
+        ];
+        for e in [0u64, 1, 3] {
+            spec.push((
+                format!("base_model.model.model.layers.0.mlp.experts.{e}.up_proj.lora_A.weight"),
+                "BF16",
+                vec![8, 64],
+            ));
+            spec.push((
+                format!("base_model.model.model.layers.0.mlp.experts.{e}.up_proj.lora_B.weight"),
+                "BF16",
+                vec![16, 8],
+            ));
+        }
+        let borrowed: Vec<(&str, &str, &[u64])> = spec
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), *b, c.as_slice()))
+            .collect();
+        let inf = run(&borrowed);
+        let by: HashMap<_, _> = inf.modules.iter().map(|m| (m.path.as_str(), m)).collect();
+        let q = by["model.layers.0.self_attn.q_proj"];
+        assert_eq!(
+            (q.rank, q.in_dims, q.out_dims, q.layout),
+            (Some(8), Some(64), Some(32), "peft_linear")
+        );
+        let emb = by["model.embed_tokens"];
+        assert_eq!(
+            (emb.kind, emb.rank, emb.in_dims, emb.out_dims),
+            (Kind::Embedding, Some(8), Some(100), Some(64))
+        );
+        let ex = by["model.layers.0.mlp.experts.up_proj"];
+        assert_eq!(
+            (ex.kind, ex.num_experts, ex.rank, ex.layout),
+            (Kind::Switch, Some(4), Some(8), "peft_per_expert")
+        );
+        assert_eq!(ex.keys.len(), 6);
+        assert_eq!(codes(&inf), vec!["missing_experts"]);
+        assert!(inf.problems[0].message.contains(": 2"));
+        assert_eq!(inf.non_adapter.len(), 1);
+    }
+
+    #[test]
+    fn unpaired_and_rank_mismatch() {
+        let inf = run(&[
+            ("p.lora_a", "F32", &[8, 4]),
+            ("q.lora_a", "F32", &[8, 4]),
+            ("q.lora_b", "F32", &[3, 5]),
+        ]);
+        assert_eq!(codes(&inf), vec!["unpaired_factor", "rank_mismatch"]);
+        assert_eq!(inf.modules[1].rank, None);
+    }
+
+    #[test]
+    fn layer_wrapped_fused_and_vlm_legacy() {
+        let inf = run(&[
+            ("a.lora_a.weight", "F32", &[4, 64]),
+            ("a.lora_b.weight", "F32", &[32, 4]),
+            ("b.qkv_proj.lora_a.0", "F32", &[64, 4]),
+            ("b.qkv_proj.lora_a.1", "F32", &[64, 4]),
+            ("b.qkv_proj.lora_b.0", "F32", &[4, 64]),
+            ("b.qkv_proj.lora_b.1", "F32", &[4, 16]),
+            ("language_model.c.A", "F32", &[64, 10]),
+            ("language_model.c.B", "F32", &[10, 64]),
+        ]);
+        let by: HashMap<_, _> = inf.modules.iter().map(|m| (m.path.as_str(), m)).collect();
+        assert_eq!(
+            (by["a"].rank, by["a"].in_dims, by["a"].layout),
+            (Some(4), Some(64), "mlx_layer")
+        );
+        assert_eq!(
+            (by["b.qkv_proj"].rank, by["b.qkv_proj"].out_dims),
+            (Some(4), Some(80))
+        );
+        assert_eq!(
+            (by["language_model.c"].rank, by["language_model.c"].layout),
+            (Some(10), "mlx_vlm_legacy")
+        );
+        assert_eq!(codes(&inf), vec!["layer_wrapped_factors"]);
+    }
+
+    #[test]
+    fn param_wrapper_needs_expert_count() {
+        let inf = run_with(
+            &[
+                (
+                    "base_model.model.model.layers.0.mlp.experts.base_layer.lora_A.weight",
+                    "F32",
+                    &[32, 64],
+                ),
+                (
+                    "base_model.model.model.layers.0.mlp.experts.base_layer.lora_B.weight",
+                    "F32",
+                    &[256, 32],
+                ),
+            ],
+            InferOptions {
+                peft_target_parameters: true,
+            },
+        );
+        let m = &inf.modules[0];
+        assert_eq!(
+            (m.kind, m.rank, m.layout),
+            (Kind::Switch, None, "peft_param_wrapper")
+        );
+        assert_eq!(codes(&inf), vec!["rank_needs_expert_count"]);
+    }
+
+    #[test]
+    fn natural_order_and_ranges() {
+        let mut v = vec!["layers.10.q", "layers.2.q", "layers.2.k", "a"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, vec!["a", "layers.2.k", "layers.2.q", "layers.10.q"]);
+        assert_eq!(compress_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(
+            expert_split("m.layers.0.mlp.experts.12.w1"),
+            Some(("m.layers.0.mlp.experts.w1".into(), 12))
+        );
+        assert_eq!(expert_split("m.myexperts.1.w1"), None);
+    }
+}

@@ -1,0 +1,53 @@
+//! Findings about an adapter that do not stop it from being read.
+
+use serde::Serialize;
+
+/// How serious a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// The adapter will not load, or will load wrong.
+    Error,
+    /// Worth knowing; loaders may cope.
+    Warning,
+}
+
+impl Severity {
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warning => "warning",
+        }
+    }
+}
+
+/// One finding, with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Stable machine-readable code, e.g. `unpaired_factor`.
+    pub code: &'static str,
+    /// Error or warning.
+    pub severity: Severity,
+    /// The module (or tensor) path it concerns, if one.
+    pub path: Option<String>,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl Problem {
+    /// Build a problem.
+    pub fn new(
+        code: &'static str,
+        severity: Severity,
+        path: Option<&str>,
+        message: String,
+    ) -> Self {
+        Self {
+            code,
+            severity,
+            path: path.map(str::to_string),
+            message,
+        }
+    }
+}

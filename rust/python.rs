@@ -1,0 +1,627 @@
+//! The Python extension module `adapterscan._core`.
+//!
+//! Inputs are turned into owned Rust values first; the scan runs with the GIL released; results
+//! stay in Rust (`ScanResult`) and are handed over on request: whole-scan JSON in one string,
+//! module and problem objects (few), per-tensor data only when asked for.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::ScanError;
+use crate::header::Limits;
+use crate::scan::{scan as run_scan, ConfigSource, Scan, ScanOptions};
+
+create_exception!(
+    adapterscan._core,
+    AdapterScanError,
+    PyException,
+    "Base class of every error adapterscan raises."
+);
+create_exception!(
+    adapterscan._core,
+    AdapterFileError,
+    AdapterScanError,
+    "A file could not be opened or read (missing, permission denied, I/O error)."
+);
+create_exception!(
+    adapterscan._core,
+    NotRegularFileError,
+    AdapterFileError,
+    "A FIFO, socket, device, directory or refused symlink where a regular file is needed."
+);
+create_exception!(
+    adapterscan._core,
+    SafetensorsError,
+    AdapterScanError,
+    "A malformed safetensors file."
+);
+create_exception!(
+    adapterscan._core,
+    HeaderTooSmallError,
+    SafetensorsError,
+    "Fewer than 8 bytes."
+);
+create_exception!(
+    adapterscan._core,
+    EmptyHeaderError,
+    SafetensorsError,
+    "The header length is 0."
+);
+create_exception!(
+    adapterscan._core,
+    HeaderTooLargeError,
+    SafetensorsError,
+    "The header length is over the limit."
+);
+create_exception!(
+    adapterscan._core,
+    HeaderTruncatedError,
+    SafetensorsError,
+    "The header runs past the end of the file."
+);
+create_exception!(
+    adapterscan._core,
+    HeaderEncodingError,
+    SafetensorsError,
+    "The header is not UTF-8."
+);
+create_exception!(
+    adapterscan._core,
+    HeaderJsonError,
+    SafetensorsError,
+    "The header is not a valid JSON object of tensor entries."
+);
+create_exception!(
+    adapterscan._core,
+    DuplicateKeyError,
+    SafetensorsError,
+    "A key appears twice."
+);
+create_exception!(
+    adapterscan._core,
+    MetadataError,
+    SafetensorsError,
+    "`__metadata__` is not a map of strings."
+);
+create_exception!(
+    adapterscan._core,
+    UnknownDtypeError,
+    SafetensorsError,
+    "A dtype safetensors does not define."
+);
+create_exception!(
+    adapterscan._core,
+    ShapeError,
+    SafetensorsError,
+    "A shape whose size overflows, or with too many dimensions."
+);
+create_exception!(
+    adapterscan._core,
+    TensorSizeError,
+    SafetensorsError,
+    "data_offsets do not span shape x dtype bytes."
+);
+create_exception!(
+    adapterscan._core,
+    MisalignedTensorError,
+    SafetensorsError,
+    "A sub-byte tensor that ends mid-byte."
+);
+create_exception!(
+    adapterscan._core,
+    OffsetError,
+    SafetensorsError,
+    "Gaps, overlaps or aliases among data_offsets (all are listed)."
+);
+create_exception!(
+    adapterscan._core,
+    IncompleteFileError,
+    SafetensorsError,
+    "Truncated data or trailing bytes."
+);
+create_exception!(
+    adapterscan._core,
+    TooManyTensorsError,
+    SafetensorsError,
+    "More tensors than the limit."
+);
+create_exception!(
+    adapterscan._core,
+    FileChangedError,
+    SafetensorsError,
+    "The file changed while it was read."
+);
+create_exception!(
+    adapterscan._core,
+    ShardIndexError,
+    AdapterScanError,
+    "A malformed `*.safetensors.index.json`."
+);
+create_exception!(
+    adapterscan._core,
+    ShardMismatchError,
+    ShardIndexError,
+    "The shard index and the shards disagree on which tensor is where."
+);
+create_exception!(
+    adapterscan._core,
+    PathEscapeError,
+    AdapterScanError,
+    "A file name that resolves outside the adapter folder."
+);
+create_exception!(
+    adapterscan._core,
+    ConfigError,
+    AdapterScanError,
+    "A malformed adapter_config.json, or a known field with the wrong type."
+);
+create_exception!(
+    adapterscan._core,
+    NoAdapterError,
+    AdapterScanError,
+    "No adapter weights to scan at the path, or no way to choose among several."
+);
+
+fn to_pyerr(py: Python<'_>, e: &ScanError) -> PyErr {
+    let msg = e.to_string();
+    let err = match e {
+        ScanError::Io { .. } => AdapterFileError::new_err(msg),
+        ScanError::NotRegularFile { .. } => NotRegularFileError::new_err(msg),
+        ScanError::HeaderTooSmall { .. } => HeaderTooSmallError::new_err(msg),
+        ScanError::EmptyHeader { .. } => EmptyHeaderError::new_err(msg),
+        ScanError::HeaderTooLarge { .. } => HeaderTooLargeError::new_err(msg),
+        ScanError::HeaderTruncated { .. } => HeaderTruncatedError::new_err(msg),
+        ScanError::HeaderEncoding { .. } => HeaderEncodingError::new_err(msg),
+        ScanError::HeaderJson { .. } => HeaderJsonError::new_err(msg),
+        ScanError::DuplicateKey { .. } => DuplicateKeyError::new_err(msg),
+        ScanError::Metadata { .. } => MetadataError::new_err(msg),
+        ScanError::UnknownDtype { .. } => UnknownDtypeError::new_err(msg),
+        ScanError::Shape { .. } => ShapeError::new_err(msg),
+        ScanError::TensorSize { .. } => TensorSizeError::new_err(msg),
+        ScanError::MisalignedTensor { .. } => MisalignedTensorError::new_err(msg),
+        ScanError::Offsets { .. } => OffsetError::new_err(msg),
+        ScanError::IncompleteFile { .. } => IncompleteFileError::new_err(msg),
+        ScanError::TooManyTensors { .. } => TooManyTensorsError::new_err(msg),
+        ScanError::FileChanged { .. } => FileChangedError::new_err(msg),
+        ScanError::ShardIndex { .. } => ShardIndexError::new_err(msg),
+        ScanError::ShardMismatch { .. } => ShardMismatchError::new_err(msg),
+        ScanError::PathEscape { .. } => PathEscapeError::new_err(msg),
+        ScanError::Config { .. } => ConfigError::new_err(msg),
+        ScanError::NoAdapter { .. } => NoAdapterError::new_err(msg),
+    };
+    let value = err.value(py);
+    let (line, column) = e.line_column().unzip();
+    let field = match e {
+        ScanError::Config { field, .. } => field.clone(),
+        _ => None,
+    };
+    let attrs = [
+        value.setattr("code", e.code()),
+        value.setattr("path", e.path().to_string_lossy().into_owned()),
+        value.setattr("tensor", e.tensor()),
+        value.setattr("offset", e.offset()),
+        value.setattr("line", line),
+        value.setattr("column", column),
+        value.setattr("field", field),
+        value.setattr("details", e.details()),
+    ];
+    if let Some(Err(set_err)) = attrs.into_iter().find(Result::is_err) {
+        return set_err;
+    }
+    err
+}
+
+/// One inferred LoRA module.
+#[pyclass(frozen, get_all, module = "adapterscan._core", name = "Module")]
+pub struct PyModuleInfo {
+    path: String,
+    kind: &'static str,
+    variant: &'static str,
+    layout: &'static str,
+    rank: Option<u64>,
+    in_dims: Option<u64>,
+    out_dims: Option<u64>,
+    num_experts: Option<u64>,
+    dtype: String,
+    keys: Vec<String>,
+}
+
+#[pymethods]
+impl PyModuleInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "Module(path={:?}, kind={:?}, variant={:?}, layout={:?}, rank={}, in_dims={}, out_dims={}, num_experts={}, dtype={:?})",
+            self.path,
+            self.kind,
+            self.variant,
+            self.layout,
+            opt(self.rank),
+            opt(self.in_dims),
+            opt(self.out_dims),
+            opt(self.num_experts),
+            self.dtype
+        )
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "None".to_string(), |x| x.to_string())
+}
+
+/// One finding.
+#[pyclass(frozen, get_all, module = "adapterscan._core", name = "Problem")]
+pub struct PyProblem {
+    code: &'static str,
+    severity: &'static str,
+    path: Option<String>,
+    message: String,
+}
+
+#[pymethods]
+impl PyProblem {
+    fn __repr__(&self) -> String {
+        format!(
+            "Problem(code={:?}, severity={:?}, path={}, message={:?})",
+            self.code,
+            self.severity,
+            self.path
+                .as_ref()
+                .map_or_else(|| "None".to_string(), |p| format!("{p:?}")),
+            self.message
+        )
+    }
+}
+
+/// One file that was read.
+#[pyclass(frozen, get_all, module = "adapterscan._core", name = "FileInfo")]
+pub struct PyFileInfo {
+    path: String,
+    header_bytes: u64,
+    tensor_count: usize,
+    data_bytes: u64,
+    metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[pymethods]
+impl PyFileInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "FileInfo(path={:?}, header_bytes={}, tensor_count={}, data_bytes={})",
+            self.path, self.header_bytes, self.tensor_count, self.data_bytes
+        )
+    }
+}
+
+/// Modules that differ only in their layer index.
+#[pyclass(frozen, get_all, module = "adapterscan._core", name = "ModuleGroup")]
+pub struct PyModuleGroup {
+    template: String,
+    layers: Vec<u64>,
+    count: usize,
+    kind: &'static str,
+    variant: &'static str,
+    layout: &'static str,
+    rank: Option<u64>,
+    in_dims: Option<u64>,
+    out_dims: Option<u64>,
+    num_experts: Option<u64>,
+    dtype: String,
+}
+
+/// `(name, dtype, shape, (begin, end), file_index)`.
+type TensorRow = (String, &'static str, Vec<u64>, (u64, u64), u32);
+
+/// The result of a scan, held in Rust; everything is converted on request.
+#[pyclass(frozen, module = "adapterscan._core", name = "ScanResult")]
+pub struct PyScan {
+    inner: Arc<Scan>,
+}
+
+#[pymethods]
+impl PyScan {
+    /// The path that was scanned.
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.path.to_string_lossy().into_owned()
+    }
+    /// `mlx`, `peft` or `unknown`.
+    #[getter]
+    fn format(&self) -> &'static str {
+        self.inner.format.name()
+    }
+    /// `lora`, `dora`, `full` or None.
+    #[getter]
+    fn fine_tune_type(&self) -> Option<&'static str> {
+        self.inner.fine_tune_type
+    }
+    /// Number of tensors in all files.
+    #[getter]
+    fn tensor_count(&self) -> usize {
+        self.inner.tensors.len()
+    }
+    /// Bytes of tensor data in all files.
+    #[getter]
+    fn total_bytes(&self) -> u64 {
+        self.inner.total_bytes()
+    }
+    /// The shard index, when there is one.
+    #[getter]
+    fn index_path(&self) -> Option<String> {
+        self.inner
+            .index_path
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+    /// The config file read, when there is one.
+    #[getter]
+    fn config_path(&self) -> Option<String> {
+        self.inner
+            .config
+            .as_ref()
+            .map(|c| c.path.to_string_lossy().into_owned())
+    }
+    /// The config's schema name (`mlx`, `mlx_legacy`, `mlx_vlm_legacy`, `peft`, `unknown`).
+    #[getter]
+    fn config_schema(&self) -> Option<&'static str> {
+        self.inner.config.as_ref().map(|c| c.schema.name())
+    }
+    /// Whether any problem has severity `error`.
+    #[getter]
+    fn has_errors(&self) -> bool {
+        self.inner.has_errors()
+    }
+
+    /// The config as JSON text (key order kept), or None.
+    fn config_json(&self) -> Option<String> {
+        self.inner.config.as_ref().map(|c| c.raw.to_string())
+    }
+
+    /// The whole scan as the documented JSON object.
+    #[pyo3(signature = (pretty = false))]
+    fn to_json(&self, py: Python<'_>, pretty: bool) -> String {
+        let inner = Arc::clone(&self.inner);
+        py.detach(move || inner.to_json(pretty))
+    }
+
+    /// The modules, in natural path order.
+    fn modules(&self) -> Vec<PyModuleInfo> {
+        self.inner
+            .modules
+            .iter()
+            .map(|m| PyModuleInfo {
+                path: m.path.clone(),
+                kind: m.kind.name(),
+                variant: m.variant.name(),
+                layout: m.layout,
+                rank: m.rank,
+                in_dims: m.in_dims,
+                out_dims: m.out_dims,
+                num_experts: m.num_experts,
+                dtype: m.dtype.clone(),
+                keys: m.keys.clone(),
+            })
+            .collect()
+    }
+
+    /// The problems, errors first.
+    fn problems(&self) -> Vec<PyProblem> {
+        self.inner
+            .problems
+            .iter()
+            .map(|p| PyProblem {
+                code: p.code,
+                severity: p.severity.name(),
+                path: p.path.clone(),
+                message: p.message.clone(),
+            })
+            .collect()
+    }
+
+    /// The files read.
+    fn files(&self) -> Vec<PyFileInfo> {
+        self.inner
+            .files
+            .iter()
+            .map(|f| PyFileInfo {
+                path: f.path.to_string_lossy().into_owned(),
+                header_bytes: f.header_bytes,
+                tensor_count: f.tensor_count,
+                data_bytes: f.data_bytes,
+                metadata: f.metadata.clone(),
+            })
+            .collect()
+    }
+
+    /// Modules grouped by path with the layer index replaced by `*`.
+    fn module_groups(&self) -> Vec<PyModuleGroup> {
+        self.inner
+            .module_groups()
+            .into_iter()
+            .map(|g| PyModuleGroup {
+                template: g.template,
+                layers: g.layers,
+                count: g.count,
+                kind: g.module.kind.name(),
+                variant: g.module.variant.name(),
+                layout: g.module.layout,
+                rank: g.module.rank,
+                in_dims: g.module.in_dims,
+                out_dims: g.module.out_dims,
+                num_experts: g.module.num_experts,
+                dtype: g.module.dtype,
+            })
+            .collect()
+    }
+
+    /// Per-tensor data: `[(name, dtype, shape, (begin, end), file_index), ...]`.
+    fn tensors(&self) -> Vec<TensorRow> {
+        self.inner
+            .tensors
+            .iter()
+            .zip(&self.inner.tensor_file)
+            .map(|(t, f)| {
+                (
+                    t.name.clone(),
+                    t.dtype.name(),
+                    t.shape.clone(),
+                    (t.begin, t.end),
+                    *f,
+                )
+            })
+            .collect()
+    }
+
+    /// Names of the tensors that are not adapter parameters.
+    fn non_adapter_tensors(&self) -> Vec<String> {
+        self.inner
+            .non_adapter
+            .iter()
+            .map(|&i| self.inner.tensors[i].name.clone())
+            .collect()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ScanResult(path={:?}, format={:?}, modules={}, tensors={}, problems={})",
+            self.path(),
+            self.format(),
+            self.inner.modules.len(),
+            self.inner.tensors.len(),
+            self.inner.problems.len()
+        )
+    }
+}
+
+/// Scan an adapter (a safetensors file, a folder, or a shard index) from its headers.
+#[pyfunction]
+#[pyo3(signature = (
+    path,
+    *,
+    config = None,
+    read_config = true,
+    max_header_bytes = None,
+    max_tensors = None,
+    max_dims = None,
+    max_index_bytes = None,
+    follow_symlinks = true,
+))]
+#[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
+fn scan(
+    py: Python<'_>,
+    path: PathBuf,
+    config: Option<PathBuf>,
+    read_config: bool,
+    max_header_bytes: Option<u64>,
+    max_tensors: Option<usize>,
+    max_dims: Option<usize>,
+    max_index_bytes: Option<u64>,
+    follow_symlinks: bool,
+) -> PyResult<PyScan> {
+    let defaults = Limits::default();
+    let opts = ScanOptions {
+        limits: Limits {
+            max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            max_tensors: max_tensors.unwrap_or(defaults.max_tensors),
+            max_dims: max_dims.unwrap_or(defaults.max_dims),
+            max_index_bytes: max_index_bytes.unwrap_or(defaults.max_index_bytes),
+            follow_symlinks,
+        },
+        config: match (config, read_config) {
+            (_, false) => ConfigSource::Skip,
+            (Some(p), true) => ConfigSource::Path(p),
+            (None, true) => ConfigSource::Auto,
+        },
+    };
+    let result = py.detach(move || run_scan(&path, &opts));
+    match result {
+        Ok(s) => Ok(PyScan { inner: Arc::new(s) }),
+        Err(e) => Err(to_pyerr(py, &e)),
+    }
+}
+
+/// The names of every safetensors dtype with its bits per element.
+#[pyfunction]
+fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, bits) in crate::dtype::DTYPES {
+        d.set_item(*name, *bits)?;
+    }
+    Ok(d)
+}
+
+#[pymodule(gil_used = false)]
+mod _core {
+    #[pymodule_export]
+    use super::{dtypes, scan, PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyScan};
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::prelude::*;
+        let py = m.py();
+        m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+        m.add("AdapterScanError", py.get_type::<super::AdapterScanError>())?;
+        m.add("AdapterFileError", py.get_type::<super::AdapterFileError>())?;
+        m.add(
+            "NotRegularFileError",
+            py.get_type::<super::NotRegularFileError>(),
+        )?;
+        m.add("SafetensorsError", py.get_type::<super::SafetensorsError>())?;
+        m.add(
+            "HeaderTooSmallError",
+            py.get_type::<super::HeaderTooSmallError>(),
+        )?;
+        m.add("EmptyHeaderError", py.get_type::<super::EmptyHeaderError>())?;
+        m.add(
+            "HeaderTooLargeError",
+            py.get_type::<super::HeaderTooLargeError>(),
+        )?;
+        m.add(
+            "HeaderTruncatedError",
+            py.get_type::<super::HeaderTruncatedError>(),
+        )?;
+        m.add(
+            "HeaderEncodingError",
+            py.get_type::<super::HeaderEncodingError>(),
+        )?;
+        m.add("HeaderJsonError", py.get_type::<super::HeaderJsonError>())?;
+        m.add(
+            "DuplicateKeyError",
+            py.get_type::<super::DuplicateKeyError>(),
+        )?;
+        m.add("MetadataError", py.get_type::<super::MetadataError>())?;
+        m.add(
+            "UnknownDtypeError",
+            py.get_type::<super::UnknownDtypeError>(),
+        )?;
+        m.add("ShapeError", py.get_type::<super::ShapeError>())?;
+        m.add("TensorSizeError", py.get_type::<super::TensorSizeError>())?;
+        m.add(
+            "MisalignedTensorError",
+            py.get_type::<super::MisalignedTensorError>(),
+        )?;
+        m.add("OffsetError", py.get_type::<super::OffsetError>())?;
+        m.add(
+            "IncompleteFileError",
+            py.get_type::<super::IncompleteFileError>(),
+        )?;
+        m.add(
+            "TooManyTensorsError",
+            py.get_type::<super::TooManyTensorsError>(),
+        )?;
+        m.add("FileChangedError", py.get_type::<super::FileChangedError>())?;
+        m.add("ShardIndexError", py.get_type::<super::ShardIndexError>())?;
+        m.add(
+            "ShardMismatchError",
+            py.get_type::<super::ShardMismatchError>(),
+        )?;
+        m.add("PathEscapeError", py.get_type::<super::PathEscapeError>())?;
+        m.add("ConfigError", py.get_type::<super::ConfigError>())?;
+        m.add("NoAdapterError", py.get_type::<super::NoAdapterError>())?;
+        Ok(())
+    }
+}
