@@ -261,9 +261,8 @@ fn describe(v: &Value) -> String {
         Value::Object(_) => "an object",
     };
     let mut text = v.to_string();
-    if text.len() > 60 {
-        text.truncate(57);
-        text.push_str("...");
+    if text.chars().count() > 60 {
+        text = text.chars().take(57).collect::<String>() + "...";
     }
     format!("{kind} ({text})")
 }
@@ -506,6 +505,13 @@ mod tests {
         }
         assert_eq!(parse("[1]").unwrap_err().code(), "invalid_config");
         assert_eq!(parse("{").unwrap_err().code(), "invalid_config");
+    }
+
+    #[test]
+    fn long_non_ascii_values_are_shortened_safely() {
+        let text = format!(r#"{{"num_layers":"{}"}}"#, "é".repeat(100));
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("..."));
     }
 
     #[test]

@@ -518,16 +518,22 @@ fn pair_2d(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], standard: bool) -> (Option
     } else {
         (sa[0], sb[1], sa[1], sb[0])
     };
-    if ra == rb {
-        return (Some(ra), ia, ob);
-    }
-    // The other orientation's shared axis.
+    // The other orientation's shared axis, and its in/out.
     let (fa, fb) = if standard {
         (sa[0], sb[1])
     } else {
         (sa[1], sb[0])
     };
-    if fa == fb {
+    let named_fits = ra == rb;
+    let flipped_fits = fa == fb;
+    // Both chain when the base weight is square (in == out): then the named reading would put the
+    // rank above both dims, which only a transposed pair does. Names decide when both are sane.
+    let named_sane = named_fits && ra <= ia.min(ob);
+    let flipped_sane = flipped_fits && fa <= ra.min(rb);
+    if named_fits && (named_sane || !flipped_sane) {
+        return (Some(ra), ia, ob);
+    }
+    if flipped_fits {
         let (names, other) = if standard {
             (
                 "mlx names (lora_a (in, r), lora_b (r, out))",
@@ -990,6 +996,25 @@ mod tests {
     }
 
     #[test]
+    fn transposed_factors_of_a_square_weight_are_flipped_not_rank_64() {
+        // in == out == 64, rank 4: the transposed pair chains both ways; the sane reading wins.
+        let inf = run(&[
+            ("q.lora_a", "F32", &[4, 64]),
+            ("q.lora_b", "F32", &[64, 4]),
+        ]);
+        assert_eq!(codes(&inf), vec!["orientation_flipped"]);
+        let q = &inf.modules[0];
+        assert_eq!((q.rank, q.in_dims, q.out_dims), (Some(4), Some(64), Some(64)));
+        // The PEFT names with mlx-oriented data, same story.
+        let inf = run(&[
+            ("q.lora_A.weight", "F32", &[64, 4]),
+            ("q.lora_B.weight", "F32", &[4, 64]),
+        ]);
+        assert_eq!(codes(&inf), vec!["orientation_flipped"]);
+        assert_eq!(inf.modules[0].rank, Some(4));
+    }
+
+    #[test]
     fn switch_layouts() {
         let inf = run(&[
             ("l.switch_mlp.up_proj.lora_a", "F32", &[4, 8, 64]),
@@ -1190,6 +1215,33 @@ mod tests {
             (Kind::Switch, None, "peft_param_wrapper")
         );
         assert_eq!(codes(&inf), vec!["rank_needs_expert_count"]);
+    }
+
+    proptest::proptest! {
+        /// Any mix of names and shapes infers without panicking, and every tensor is accounted for.
+        #[test]
+        fn inference_never_panics(
+            items in proptest::collection::vec((
+                proptest::sample::select(vec!["", "m.", "base_model.model.x.", "x.experts.3.", "y.experts.0.", "q.lora_a."]),
+                proptest::sample::select(vec!["lora_a", "lora_b", "m", "A", "B", "lora_A.weight", "lora_B.weight",
+                    "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "lora_a.weight", "lora_b.weight",
+                    "lora_a.0", "lora_b.1", "weight", "é"]),
+                proptest::collection::vec(0u64..6, 0..4),
+            ), 0..12),
+            param_wrapper in proptest::bool::ANY,
+        ) {
+            let names: Vec<String> = items.iter().map(|(p, l, _)| format!("{p}{l}")).collect();
+            let mut seen = std::collections::HashSet::new();
+            let views: Vec<TensorView<'_>> = items
+                .iter()
+                .zip(&names)
+                .filter(|(_, n)| seen.insert(n.as_str()))
+                .map(|((_, _, s), n)| TensorView { name: n, dtype: Dtype::from_name("F32").unwrap(), shape: s })
+                .collect();
+            let inf = infer(&views, InferOptions { peft_target_parameters: param_wrapper });
+            let in_modules: usize = inf.modules.iter().map(|m| m.keys.len()).sum();
+            proptest::prop_assert_eq!(in_modules + inf.non_adapter.len(), views.len());
+        }
     }
 
     #[test]

@@ -1,6 +1,43 @@
 """Native core of adapterscan: header-only scanning of safetensors LoRA adapters."""
 
 import os
+from typing import final
+
+__all__ = [
+    "AdapterFileError",
+    "AdapterScanError",
+    "ConfigError",
+    "DuplicateKeyError",
+    "EmptyHeaderError",
+    "FileChangedError",
+    "FileInfo",
+    "HeaderEncodingError",
+    "HeaderJsonError",
+    "HeaderTooLargeError",
+    "HeaderTooSmallError",
+    "HeaderTruncatedError",
+    "IncompleteFileError",
+    "MetadataError",
+    "MisalignedTensorError",
+    "Module",
+    "ModuleGroup",
+    "NoAdapterError",
+    "NotRegularFileError",
+    "OffsetError",
+    "PathEscapeError",
+    "Problem",
+    "SafetensorsError",
+    "ScanResult",
+    "ShapeError",
+    "ShardIndexError",
+    "ShardMismatchError",
+    "TensorSizeError",
+    "TooManyTensorsError",
+    "UnknownDtypeError",
+    "__version__",
+    "dtypes",
+    "scan",
+]
 
 __version__: str
 
@@ -47,6 +84,7 @@ class PathEscapeError(AdapterScanError): ...
 class ConfigError(AdapterScanError): ...
 class NoAdapterError(AdapterScanError): ...
 
+@final
 class Module:
     """One inferred LoRA module."""
 
@@ -71,6 +109,7 @@ class Module:
     @property
     def keys(self) -> list[str]: ...
 
+@final
 class Problem:
     """One finding."""
 
@@ -83,6 +122,7 @@ class Problem:
     @property
     def message(self) -> str: ...
 
+@final
 class FileInfo:
     """One file that was read."""
 
@@ -97,6 +137,7 @@ class FileInfo:
     @property
     def metadata(self) -> dict[str, str] | None: ...
 
+@final
 class ModuleGroup:
     """Modules that differ only in their layer index."""
 
@@ -123,6 +164,7 @@ class ModuleGroup:
     @property
     def dtype(self) -> str: ...
 
+@final
 class ScanResult:
     """The result of a scan, held in Rust."""
 

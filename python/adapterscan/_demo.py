@@ -86,9 +86,7 @@ def build_example(
     model = model_class(args_class.from_dict(model_config))
     mx.random.seed(0)
     model.freeze()
-    linear_to_lora_layers(
-        model, num_layers, lora_parameters, use_dora=fine_tune_type == "dora"
-    )
+    linear_to_lora_layers(model, num_layers, lora_parameters, use_dora=fine_tune_type == "dora")
     # Stand in for training: give every lora_b non-zero values.
     trained = tree_map(
         lambda p: mx.random.normal(p.shape, dtype=p.dtype) * 0.01,

@@ -104,13 +104,15 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
     )
 
     wide = out.width >= 120
-    names = (
-        list(result.modules) if show_all else [g.template for g in result.module_groups()]
-    )
+    names = list(result.modules) if show_all else [g.template for g in result.module_groups()]
     prefix = common_prefix(names)
     title = f"{len(result.modules)} LoRA modules" + (f" under {prefix}" if prefix else "")
     table = Table(
-        title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
     )
     table.add_column("module", overflow="fold", ratio=1, min_width=12)
     table.add_column("layers", overflow="fold")

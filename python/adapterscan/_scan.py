@@ -82,7 +82,10 @@ class Scan:
 
     @property
     def config_schema(self) -> str | None:
-        """The config's schema: ``mlx``, ``mlx_legacy``, ``mlx_vlm_legacy``, ``peft``, ``unknown``."""
+        """The config schema: ``mlx``, ``mlx_legacy``, ``mlx_vlm_legacy``, ``peft``, ``unknown``.
+
+        None when no config was read.
+        """
         return self._core.config_schema
 
     @property
@@ -191,7 +194,8 @@ def scan(
         max_tensors: Largest number of tensors in one file.
         max_dims: Largest number of dimensions of one tensor.
         max_index_bytes: Largest accepted shard index or config file.
-        follow_symlinks: Follow symbolic links (the Hugging Face cache uses them); False refuses them.
+        follow_symlinks: Follow symbolic links (the Hugging Face cache uses them); False
+            refuses them.
 
     Returns:
         The scan: modules with their inferred kind, layout, rank and dims, and the problems found.

@@ -56,9 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--all", action="store_true", help="list every module and every problem, unsummarised"
     )
-    inspect.add_argument(
-        "--no-follow-symlinks", action="store_true", help="refuse symbolic links"
-    )
+    inspect.add_argument("--no-follow-symlinks", action="store_true", help="refuse symbolic links")
 
     demo = sub.add_parser(
         "demo",
