@@ -998,13 +998,13 @@ mod tests {
     #[test]
     fn transposed_factors_of_a_square_weight_are_flipped_not_rank_64() {
         // in == out == 64, rank 4: the transposed pair chains both ways; the sane reading wins.
-        let inf = run(&[
-            ("q.lora_a", "F32", &[4, 64]),
-            ("q.lora_b", "F32", &[64, 4]),
-        ]);
+        let inf = run(&[("q.lora_a", "F32", &[4, 64]), ("q.lora_b", "F32", &[64, 4])]);
         assert_eq!(codes(&inf), vec!["orientation_flipped"]);
         let q = &inf.modules[0];
-        assert_eq!((q.rank, q.in_dims, q.out_dims), (Some(4), Some(64), Some(64)));
+        assert_eq!(
+            (q.rank, q.in_dims, q.out_dims),
+            (Some(4), Some(64), Some(64))
+        );
         // The PEFT names with mlx-oriented data, same story.
         let inf = run(&[
             ("q.lora_A.weight", "F32", &[64, 4]),
