@@ -29,7 +29,7 @@ format: install ## format Rust and Python code
 	$(VENV)/bin/ruff format python tests
 	$(VENV)/bin/ruff check --fix python tests
 
-lint-rust: ## cargo fmt --check and clippy (pedantic, warnings are errors)
+lint-rust: install ## cargo fmt --check and clippy (pedantic, warnings are errors)
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --all-targets --features python -- -D warnings
