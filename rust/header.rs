@@ -28,8 +28,32 @@ pub struct Limits {
     pub max_dims: usize,
     /// Largest accepted shard index (`*.index.json`) or adapter config, in bytes.
     pub max_index_bytes: u64,
-    /// Follow symbolic links (the Hugging Face cache is made of them). When false they are refused.
-    pub follow_symlinks: bool,
+    /// What to do with symbolic links.
+    pub symlinks: SymlinkPolicy,
+}
+
+/// What to do with symbolic links among the files an adapter is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SymlinkPolicy {
+    /// Follow them wherever they point (the Hugging Face cache links `snapshots/` into `blobs/`).
+    #[default]
+    Follow,
+    /// Follow them only when the target stays inside the adapter folder.
+    Inside,
+    /// Refuse them.
+    Refuse,
+}
+
+impl SymlinkPolicy {
+    /// Parse `follow`, `inside` or `refuse`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "follow" => Some(Self::Follow),
+            "inside" => Some(Self::Inside),
+            "refuse" => Some(Self::Refuse),
+            _ => None,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -39,7 +63,7 @@ impl Default for Limits {
             max_tensors: 10_000_000,
             max_dims: 64,
             max_index_bytes: 200_000_000,
-            follow_symlinks: true,
+            symlinks: SymlinkPolicy::Follow,
         }
     }
 }
@@ -96,12 +120,12 @@ pub(crate) fn open_regular(path: &Path, limits: &Limits) -> Result<(File, u64)> 
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
-        if !limits.follow_symlinks {
+        if limits.symlinks == SymlinkPolicy::Refuse {
             flags |= libc::O_NOFOLLOW;
         }
         opts.custom_flags(flags);
     }
-    if !limits.follow_symlinks {
+    if limits.symlinks == SymlinkPolicy::Refuse {
         let meta = std::fs::symlink_metadata(path).map_err(|e| ScanError::io(path, e))?;
         if meta.file_type().is_symlink() {
             return Err(ScanError::NotRegularFile {
@@ -899,7 +923,7 @@ pub(crate) mod tests {
         std::os::unix::fs::symlink(&target, &link).unwrap();
         assert!(read_header(&link, &Limits::default()).is_ok());
         let strict = Limits {
-            follow_symlinks: false,
+            symlinks: SymlinkPolicy::Refuse,
             ..Limits::default()
         };
         assert_eq!(

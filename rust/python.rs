@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::error::ScanError;
-use crate::header::Limits;
+use crate::header::{Limits, SymlinkPolicy};
 use crate::scan::{scan as run_scan, ConfigSource, Scan, ScanOptions};
 
 create_exception!(
@@ -508,7 +508,7 @@ impl PyScan {
     max_tensors = None,
     max_dims = None,
     max_index_bytes = None,
-    follow_symlinks = true,
+    symlinks = "follow",
 ))]
 #[allow(clippy::too_many_arguments, clippy::needless_pass_by_value)]
 fn scan(
@@ -520,16 +520,21 @@ fn scan(
     max_tensors: Option<usize>,
     max_dims: Option<usize>,
     max_index_bytes: Option<u64>,
-    follow_symlinks: bool,
+    symlinks: &str,
 ) -> PyResult<PyScan> {
     let defaults = Limits::default();
+    let symlinks = SymlinkPolicy::from_name(symlinks).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "symlinks must be 'follow', 'inside' or 'refuse', not {symlinks:?}"
+        ))
+    })?;
     let opts = ScanOptions {
         limits: Limits {
             max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
             max_tensors: max_tensors.unwrap_or(defaults.max_tensors),
             max_dims: max_dims.unwrap_or(defaults.max_dims),
             max_index_bytes: max_index_bytes.unwrap_or(defaults.max_index_bytes),
-            follow_symlinks,
+            symlinks,
         },
         config: match (config, read_config) {
             (_, false) => ConfigSource::Skip,

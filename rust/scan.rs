@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::{parse_config, peft_pattern, AdapterConfig, Schema, TargetModules};
 use crate::error::{Result, ScanError, ShardKeyIssue};
-use crate::header::{read_header, read_small_file, Header, Limits, TensorInfo};
+use crate::header::{read_header, read_small_file, Header, Limits, SymlinkPolicy, TensorInfo};
 use crate::index::{confine, read_index, ShardIndex};
 use crate::lora::{
     compress_ranges, infer, natural_cmp, Family, InferOptions, Kind, Module, TensorView, Variant,
@@ -444,9 +444,35 @@ fn resolve_folder(folder: &Path, limits: &Limits) -> Result<Sources> {
     })
 }
 
+/// With [`SymlinkPolicy::Inside`], refuse a file whose real location is outside the folder.
+fn check_inside(folder: &Path, file: &Path) -> Result<()> {
+    let real_folder = folder
+        .canonicalize()
+        .map_err(|e| ScanError::io(folder, e))?;
+    let real_file = file.canonicalize().map_err(|e| ScanError::io(file, e))?;
+    if real_file.starts_with(&real_folder) {
+        Ok(())
+    } else {
+        Err(ScanError::PathEscape {
+            path: file.to_path_buf(),
+            name: file.to_string_lossy().into_owned(),
+            reason: format!(
+                "a symbolic link resolves to {}, outside {}",
+                real_file.display(),
+                real_folder.display()
+            ),
+        })
+    }
+}
+
 /// Scan the adapter at `path` (a safetensors file, a folder, or a shard index).
 pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
     let sources = resolve(path, opts)?;
+    if opts.limits.symlinks == SymlinkPolicy::Inside {
+        for f in sources.files.iter().chain(&sources.config) {
+            check_inside(&sources.folder, f)?;
+        }
+    }
     let headers: Vec<Header> = sources
         .files
         .par_iter()

@@ -290,7 +290,16 @@ def test_symlinks_followed_or_refused(tmp_path: Path) -> None:
     assert s.modules["m"].rank == 2
     assert real.exists()
     with pytest.raises(adapterscan.NotRegularFileError, match="symbolic link"):
-        adapterscan.scan(snap, follow_symlinks=False)
+        adapterscan.scan(snap, symlinks="refuse")
+    with pytest.raises(adapterscan.PathEscapeError, match="outside"):
+        adapterscan.scan(snap, symlinks="inside")
+    # A link that stays inside the folder is fine with "inside".
+    (snap / "adapters.safetensors").unlink()
+    (snap / "real.bin").write_bytes(real.read_bytes())
+    (snap / "adapters.safetensors").symlink_to("real.bin")
+    assert adapterscan.scan(snap, symlinks="inside", read_config=False).modules["m"].rank == 2
+    with pytest.raises(ValueError, match="symlinks must be"):
+        adapterscan.scan(snap, symlinks="sometimes")  # type: ignore[arg-type]
 
 
 def write_shards(folder: Path) -> Path:

@@ -133,3 +133,30 @@ def test_unloadable_layer_count(adapter: Path, tmp_path: Path) -> None:
         model, tmp_path / "b", fine_tune_type="lora", num_layers=1, lora_parameters=params
     )
     assert found(folder) == [("config_num_layers_mismatch", None)]
+
+
+def test_unsloth_style_config(adapter: Path) -> None:
+    """Unsloth writes mlx-lm's schema plus full module paths, top-level mirrors and peft_type."""
+    paths = [Q, V]
+
+    def unsloth(c: dict[str, Any]) -> None:
+        c.update(
+            peft_type="LORA",
+            rank=4,
+            scale=5.0,
+            dropout=0.0,
+            unsloth_mlx_lora_module_paths=paths,
+            unsloth_mlx_lora_module_ranks={Q: 4, V: 4},
+        )
+        c["lora_parameters"]["keys"] = paths
+
+    edit_config(adapter, unsloth)
+    s = adapterscan.scan(adapter)
+    assert s.config_schema == "mlx"
+    assert s.problems == []
+    # Paths stored as a bare string name one module, not one per character.
+    edit_config(adapter, lambda c: c.update(unsloth_mlx_lora_module_paths=Q))
+    assert found(adapter) == [("config_paths_conflict", None)]
+    edit_config(adapter, lambda c: c.update(unsloth_mlx_lora_module_ranks={Q: 8}))
+    codes = found(adapter)
+    assert ("config_rank_mismatch", Q) in codes

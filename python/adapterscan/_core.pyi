@@ -1,7 +1,7 @@
 """Native core of adapterscan: header-only scanning of safetensors LoRA adapters."""
 
 import os
-from typing import final
+from typing import Literal, final
 
 __all__ = [
     "AdapterFileError",
@@ -204,7 +204,7 @@ def scan(
     max_tensors: int | None = None,
     max_dims: int | None = None,
     max_index_bytes: int | None = None,
-    follow_symlinks: bool = True,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
 ) -> ScanResult:
     """Scan an adapter (a safetensors file, a folder, or a shard index) from its headers."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from . import _core
 from ._core import FileInfo, Module, ModuleGroup, Problem
@@ -180,7 +180,7 @@ def scan(
     max_tensors: int | None = None,
     max_dims: int | None = None,
     max_index_bytes: int | None = None,
-    follow_symlinks: bool = True,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
 ) -> Scan:
     """Scan an adapter from its safetensors headers, without reading tensor data.
 
@@ -194,8 +194,9 @@ def scan(
         max_tensors: Largest number of tensors in one file.
         max_dims: Largest number of dimensions of one tensor.
         max_index_bytes: Largest accepted shard index or config file.
-        follow_symlinks: Follow symbolic links (the Hugging Face cache uses them); False
-            refuses them.
+        symlinks: ``"follow"`` symbolic links wherever they point (the Hugging Face cache links
+            ``snapshots/`` into ``blobs/``), only when they stay ``"inside"`` the adapter
+            folder, or ``"refuse"`` them. Names in an index are always confined lexically.
 
     Returns:
         The scan: modules with their inferred kind, layout, rank and dims, and the problems found.
@@ -218,6 +219,6 @@ def scan(
             max_tensors=max_tensors,
             max_dims=max_dims,
             max_index_bytes=max_index_bytes,
-            follow_symlinks=follow_symlinks,
+            symlinks=symlinks,
         )
     )

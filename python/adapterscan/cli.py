@@ -56,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--all", action="store_true", help="list every module and every problem, unsummarised"
     )
-    inspect.add_argument("--no-follow-symlinks", action="store_true", help="refuse symbolic links")
+    inspect.add_argument(
+        "--symlinks",
+        choices=["follow", "inside", "refuse"],
+        default="follow",
+        help="follow symbolic links anywhere (default, as in the Hugging Face cache), only "
+        "inside the adapter folder, or refuse them",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -78,7 +84,7 @@ def _inspect(args: argparse.Namespace) -> int:
         args.path,
         config=args.config,
         read_config=not args.no_config,
-        follow_symlinks=not args.no_follow_symlinks,
+        symlinks=args.symlinks,
     )
     if args.json:
         sys.stdout.write(result.to_json(pretty=True) + "\n")
