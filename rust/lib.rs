@@ -9,6 +9,8 @@
 //!
 //! The Python extension (`adapterscan._core`) is behind the `python` feature.
 
+pub mod base;
+pub mod check;
 pub mod config;
 pub mod dtype;
 pub mod error;

@@ -85,14 +85,14 @@ impl Family {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Leaf {
+pub(crate) enum Leaf {
     A,
     B,
     M,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Slot {
+pub(crate) enum Slot {
     Single,
     Fused(u32),
     Expert(u64),
@@ -155,7 +155,7 @@ fn split_suffix<'a>(name: &'a str, leaf: &str) -> Option<&'a str> {
     name.strip_suffix(leaf)?.strip_suffix('.')
 }
 
-fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
+pub(crate) fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
     const FIXED: &[(&str, Family, Leaf)] = &[
         ("lora_A.weight", Family::Peft, Leaf::A),
         ("lora_B.weight", Family::Peft, Leaf::B),
@@ -191,7 +191,7 @@ fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
 }
 
 /// Split `prefix.experts.<e>.rest` into (`prefix.experts.rest`, e).
-fn expert_split(path: &str) -> Option<(String, u64)> {
+pub(crate) fn expert_split(path: &str) -> Option<(String, u64)> {
     let mut search = 0;
     while let Some(pos) = path[search..].find("experts.") {
         let start = search + pos;
@@ -223,7 +223,7 @@ const EMBEDDING_NAMES: &[&str] = &[
     "embed",
 ];
 
-fn looks_like_embedding(path: &str) -> bool {
+pub(crate) fn looks_like_embedding(path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
     EMBEDDING_NAMES.contains(&last)
 }

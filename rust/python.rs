@@ -12,8 +12,11 @@ use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::base::{Expected, Target};
+use crate::check::Report;
 use crate::error::ScanError;
 use crate::header::{Limits, SymlinkPolicy};
+use crate::lora::Kind;
 use crate::scan::{scan as run_scan, ConfigSource, Scan, ScanOptions};
 
 create_exception!(
@@ -410,16 +413,7 @@ impl PyScan {
 
     /// The problems, errors first.
     fn problems(&self) -> Vec<PyProblem> {
-        self.inner
-            .problems
-            .iter()
-            .map(|p| PyProblem {
-                code: p.code,
-                severity: p.severity.name(),
-                path: p.path.clone(),
-                message: p.message.clone(),
-            })
-            .collect()
+        problems_of(&self.inner.problems)
     }
 
     /// The files read.
@@ -522,20 +516,14 @@ fn scan(
     max_index_bytes: Option<u64>,
     symlinks: &str,
 ) -> PyResult<PyScan> {
-    let defaults = Limits::default();
-    let symlinks = SymlinkPolicy::from_name(symlinks).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "symlinks must be 'follow', 'inside' or 'refuse', not {symlinks:?}"
-        ))
-    })?;
     let opts = ScanOptions {
-        limits: Limits {
-            max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
-            max_tensors: max_tensors.unwrap_or(defaults.max_tensors),
-            max_dims: max_dims.unwrap_or(defaults.max_dims),
-            max_index_bytes: max_index_bytes.unwrap_or(defaults.max_index_bytes),
+        limits: limits_from(
+            max_header_bytes,
+            max_tensors,
+            max_dims,
+            max_index_bytes,
             symlinks,
-        },
+        )?,
         config: match (config, read_config) {
             (_, false) => ConfigSource::Skip,
             (Some(p), true) => ConfigSource::Path(p),
@@ -547,6 +535,207 @@ fn scan(
         Ok(s) => Ok(PyScan { inner: Arc::new(s) }),
         Err(e) => Err(to_pyerr(py, &e)),
     }
+}
+
+/// The modules a model offers to adapters (from a base folder or a live model).
+#[pyclass(frozen, module = "adapterscan._core", name = "ExpectedModules")]
+pub struct PyExpected {
+    inner: Arc<Expected>,
+}
+
+fn kind_from_name(name: &str) -> PyResult<Kind> {
+    match name {
+        "linear" => Ok(Kind::Linear),
+        "switch" => Ok(Kind::Switch),
+        "embedding" => Ok(Kind::Embedding),
+        other => Err(PyValueError::new_err(format!(
+            "kind must be 'linear', 'switch' or 'embedding', not {other:?}"
+        ))),
+    }
+}
+
+/// `(path, kind, in_dims, out_dims, num_experts)`.
+type TargetRow = (String, String, Option<u64>, Option<u64>, Option<u64>);
+
+#[pymethods]
+impl PyExpected {
+    /// Build from a table: `[(path, kind, in_dims, out_dims, num_experts), ...]` and optionally
+    /// every parameter's shape (for full fine-tunes).
+    #[new]
+    #[pyo3(signature = (targets, params = None, source = "live model".to_string()))]
+    fn new(
+        targets: Vec<TargetRow>,
+        params: Option<Vec<(String, Vec<u64>)>>,
+        source: String,
+    ) -> PyResult<Self> {
+        let mut rows = targets
+            .into_iter()
+            .map(|(path, kind, in_dims, out_dims, num_experts)| {
+                Ok(Target {
+                    path,
+                    kind: kind_from_name(&kind)?,
+                    in_dims,
+                    out_dims,
+                    num_experts,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        rows.sort_by(|a, b| crate::lora::natural_cmp(&a.path, &b.path));
+        Ok(Self {
+            inner: Arc::new(Expected {
+                source,
+                targets: rows,
+                params: params.unwrap_or_default().into_iter().collect(),
+                problems: Vec::new(),
+            }),
+        })
+    }
+
+    /// Where the table came from.
+    #[getter]
+    fn source(&self) -> String {
+        self.inner.source.clone()
+    }
+
+    /// The table: `[(path, kind, in_dims, out_dims, num_experts), ...]`.
+    fn targets(&self) -> Vec<TargetRow> {
+        self.inner
+            .targets
+            .iter()
+            .map(|t| {
+                (
+                    t.path.clone(),
+                    t.kind.name().to_string(),
+                    t.in_dims,
+                    t.out_dims,
+                    t.num_experts,
+                )
+            })
+            .collect()
+    }
+
+    /// The layer list path and its length, e.g. `("model.layers", 32)`.
+    fn layers(&self) -> Option<(String, u64)> {
+        self.inner.layers()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.targets.len()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "ExpectedModules(source={:?}, modules={})",
+            self.inner.source,
+            self.inner.targets.len()
+        )
+    }
+}
+
+/// The result of a check, held in Rust.
+#[pyclass(frozen, module = "adapterscan._core", name = "CheckResult")]
+pub struct PyReport {
+    inner: Arc<Report>,
+}
+
+/// `(key, saved, expected)`.
+type MismatchRow = (String, Vec<u64>, Vec<u64>);
+
+#[pymethods]
+impl PyReport {
+    /// No missing, unexpected or mis-shaped tensor and no error.
+    #[getter]
+    fn ok(&self) -> bool {
+        self.inner.ok
+    }
+    /// Tensors promised but absent.
+    fn missing(&self) -> Vec<String> {
+        self.inner.missing.clone()
+    }
+    /// Saved LoRA tensors with no module to go to.
+    fn unexpected(&self) -> Vec<String> {
+        self.inner.unexpected.clone()
+    }
+    /// `[(key, saved, expected), ...]`.
+    fn shape_mismatch(&self) -> Vec<MismatchRow> {
+        self.inner
+            .shape_mismatch
+            .iter()
+            .map(|m| (m.key.clone(), m.saved.clone(), m.expected.clone()))
+            .collect()
+    }
+    /// Every problem, errors first.
+    fn problems(&self) -> Vec<PyProblem> {
+        problems_of(&self.inner.problems)
+    }
+    /// The documented JSON object.
+    #[pyo3(signature = (pretty = false))]
+    fn to_json(&self, pretty: bool) -> String {
+        self.inner.to_json(pretty)
+    }
+}
+
+fn problems_of(problems: &[crate::problem::Problem]) -> Vec<PyProblem> {
+    problems
+        .iter()
+        .map(|p| PyProblem {
+            code: p.code,
+            severity: p.severity.name(),
+            path: p.path.clone(),
+            message: p.message.clone(),
+        })
+        .collect()
+}
+
+/// Read a base model folder's `config.json` and safetensors headers into the table of modules an
+/// adapter may target.
+#[pyfunction]
+#[pyo3(signature = (path, *, max_header_bytes = None, symlinks = "follow"))]
+#[allow(clippy::needless_pass_by_value)]
+fn read_base(
+    py: Python<'_>,
+    path: PathBuf,
+    max_header_bytes: Option<u64>,
+    symlinks: &str,
+) -> PyResult<PyExpected> {
+    let limits = limits_from(max_header_bytes, None, None, None, symlinks)?;
+    match py.detach(move || crate::base::read_base(&path, &limits)) {
+        Ok(e) => Ok(PyExpected { inner: Arc::new(e) }),
+        Err(e) => Err(to_pyerr(py, &e)),
+    }
+}
+
+/// Diff a scan against the expected modules.
+#[pyfunction]
+fn check(py: Python<'_>, scan: &PyScan, expected: &PyExpected) -> PyResult<PyReport> {
+    let s = Arc::clone(&scan.inner);
+    let e = Arc::clone(&expected.inner);
+    match py.detach(move || crate::check::check(&s, &e)) {
+        Ok(r) => Ok(PyReport { inner: Arc::new(r) }),
+        Err(e) => Err(to_pyerr(py, &e)),
+    }
+}
+
+fn limits_from(
+    max_header_bytes: Option<u64>,
+    max_tensors: Option<usize>,
+    max_dims: Option<usize>,
+    max_index_bytes: Option<u64>,
+    symlinks: &str,
+) -> PyResult<Limits> {
+    let defaults = Limits::default();
+    let symlinks = SymlinkPolicy::from_name(symlinks).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "symlinks must be 'follow', 'inside' or 'refuse', not {symlinks:?}"
+        ))
+    })?;
+    Ok(Limits {
+        max_header_bytes: max_header_bytes.unwrap_or(defaults.max_header_bytes),
+        max_tensors: max_tensors.unwrap_or(defaults.max_tensors),
+        max_dims: max_dims.unwrap_or(defaults.max_dims),
+        max_index_bytes: max_index_bytes.unwrap_or(defaults.max_index_bytes),
+        symlinks,
+    })
 }
 
 /// The names of every safetensors dtype with its bits per element.
@@ -562,7 +751,10 @@ fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 #[pymodule(gil_used = false)]
 mod _core {
     #[pymodule_export]
-    use super::{dtypes, scan, PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyScan};
+    use super::{
+        check, dtypes, read_base, scan, PyExpected, PyFileInfo, PyModuleGroup, PyModuleInfo,
+        PyProblem, PyReport, PyScan,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

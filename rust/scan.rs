@@ -239,6 +239,19 @@ pub fn layer_index(path: &str) -> Option<u64> {
     None
 }
 
+/// Split a module path at its layer index: `model.layers.3.mlp.up` -> (`model.layers`, 3, `mlp.up`).
+pub fn layer_split(path: &str) -> Option<(String, u64, String)> {
+    let parts: Vec<&str> = path.split('.').collect();
+    for i in 1..parts.len() {
+        if LAYER_CONTAINERS.contains(&parts[i - 1]) {
+            if let Ok(n) = parts[i].parse() {
+                return Some((parts[..i].join("."), n, parts[i + 1..].join(".")));
+            }
+        }
+    }
+    None
+}
+
 fn template_of(path: &str) -> (String, Option<u64>) {
     let mut prev = "";
     let mut out = Vec::new();
@@ -579,7 +592,7 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
     })
 }
 
-fn check_index(
+pub(crate) fn check_index(
     index_path: &Path,
     index: &ShardIndex,
     headers: &[Header],
@@ -671,7 +684,7 @@ fn check_index(
     Ok(())
 }
 
-fn key_covers(key: &str, path: &str) -> bool {
+pub(crate) fn key_covers(key: &str, path: &str) -> bool {
     path == key
         || (path.len() > key.len()
             && path.ends_with(key)

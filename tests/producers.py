@@ -212,3 +212,53 @@ def peft_dense(
             dtype
         ),
     }
+
+
+def save_base(model: Any, config: dict[str, Any], folder: Path) -> Path:
+    """A base model folder as mlx-lm writes one: ``save_model`` weights + index, ``save_config``."""
+    from mlx_lm.utils import save_config, save_model
+
+    save_model(folder, model)
+    save_config(dict(config), folder / "config.json")
+    return folder
+
+
+def save_quantized_base(
+    config: dict[str, Any], folder: Path, *, bits: int = 4, group_size: int = 32
+) -> Any:
+    """A quantized copy made with mlx-lm's ``quantize_model``; returns the quantized model."""
+    from mlx_lm.utils import quantize_model
+
+    model = build_model(config)
+    model, qconfig = quantize_model(model, dict(config), group_size=group_size, bits=bits)
+    save_base(model, qconfig, folder)
+    return model
+
+
+MIXTRAL_HF = {"gate_proj": "w1", "up_proj": "w3", "down_proj": "w2"}
+
+
+def save_hf_per_expert_base(model: Any, config: dict[str, Any], folder: Path) -> Path:
+    """A Hugging Face layout checkpoint: stacked experts split into per-expert 2-D weights.
+
+    qwen3_moe/qwen2_moe/olmoe: ``mlp.experts.{e}.{proj}.weight``; mixtral:
+    ``block_sparse_moe.experts.{e}.w1/w3/w2.weight``. Written with the ``safetensors`` package.
+    """
+    from mlx.utils import tree_flatten
+
+    tensors: dict[str, np.ndarray] = {}
+    for name, value in tree_flatten(model.parameters()):
+        arr = np.array(value.astype(__import__("mlx.core").core.float32))
+        if ".switch_mlp." in name and arr.ndim == 3:
+            head, proj = name.split(".switch_mlp.")
+            proj = proj.removesuffix(".weight")
+            mixtral = head.endswith("block_sparse_moe")
+            for e in range(arr.shape[0]):
+                hf = MIXTRAL_HF[proj] if mixtral else proj
+                tensors[f"{head}.experts.{e}.{hf}.weight"] = arr[e]
+        else:
+            tensors[name] = arr
+    folder.mkdir(parents=True, exist_ok=True)
+    save_numpy(folder / "model.safetensors", tensors, metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

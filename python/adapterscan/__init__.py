@@ -4,12 +4,15 @@ The scanner reads only safetensors headers (never tensor bytes) and needs no MLX
 ``adapterscan.mlx`` module (``pip install "adapterscan[mlx]"``) works with live MLX models.
 """
 
+from ._check import Report, ShapeMismatch, check, read_base
 from ._core import (
     AdapterFileError,
     AdapterScanError,
+    CheckResult,
     ConfigError,
     DuplicateKeyError,
     EmptyHeaderError,
+    ExpectedModules,
     FileChangedError,
     FileInfo,
     HeaderEncodingError,
@@ -42,9 +45,11 @@ from ._scan import Scan, TensorInfo, scan
 __all__ = [
     "AdapterFileError",
     "AdapterScanError",
+    "CheckResult",
     "ConfigError",
     "DuplicateKeyError",
     "EmptyHeaderError",
+    "ExpectedModules",
     "FileChangedError",
     "FileInfo",
     "HeaderEncodingError",
@@ -62,9 +67,11 @@ __all__ = [
     "OffsetError",
     "PathEscapeError",
     "Problem",
+    "Report",
     "SafetensorsError",
     "Scan",
     "ShapeError",
+    "ShapeMismatch",
     "ShardIndexError",
     "ShardMismatchError",
     "TensorInfo",
@@ -72,6 +79,8 @@ __all__ = [
     "TooManyTensorsError",
     "UnknownDtypeError",
     "__version__",
+    "check",
     "dtypes",
+    "read_base",
     "scan",
 ]

@@ -6,9 +6,11 @@ from typing import Literal, final
 __all__ = [
     "AdapterFileError",
     "AdapterScanError",
+    "CheckResult",
     "ConfigError",
     "DuplicateKeyError",
     "EmptyHeaderError",
+    "ExpectedModules",
     "FileChangedError",
     "FileInfo",
     "HeaderEncodingError",
@@ -35,7 +37,9 @@ __all__ = [
     "TooManyTensorsError",
     "UnknownDtypeError",
     "__version__",
+    "check",
     "dtypes",
+    "read_base",
     "scan",
 ]
 
@@ -194,6 +198,45 @@ class ScanResult:
     def module_groups(self) -> list[ModuleGroup]: ...
     def tensors(self) -> list[tuple[str, str, list[int], tuple[int, int], int]]: ...
     def non_adapter_tensors(self) -> list[str]: ...
+
+@final
+class ExpectedModules:
+    """The modules a model offers to adapters (from a base folder or a live model)."""
+
+    def __new__(
+        cls,
+        targets: list[tuple[str, str, int | None, int | None, int | None]],
+        params: list[tuple[str, list[int]]] | None = None,
+        source: str = ...,
+    ) -> ExpectedModules: ...
+    @property
+    def source(self) -> str: ...
+    def targets(self) -> list[tuple[str, str, int | None, int | None, int | None]]: ...
+    def layers(self) -> tuple[str, int] | None: ...
+    def __len__(self) -> int: ...
+
+@final
+class CheckResult:
+    """The result of a check, held in Rust."""
+
+    @property
+    def ok(self) -> bool: ...
+    def missing(self) -> list[str]: ...
+    def unexpected(self) -> list[str]: ...
+    def shape_mismatch(self) -> list[tuple[str, list[int], list[int]]]: ...
+    def problems(self) -> list[Problem]: ...
+    def to_json(self, pretty: bool = False) -> str: ...
+
+def read_base(
+    path: str | os.PathLike[str],
+    *,
+    max_header_bytes: int | None = None,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> ExpectedModules:
+    """Read a base model folder's config.json and headers into the table of adaptable modules."""
+
+def check(scan: ScanResult, expected: ExpectedModules) -> CheckResult:
+    """Diff a scan against the expected modules."""
 
 def scan(
     path: str | os.PathLike[str],

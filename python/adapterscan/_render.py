@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._core import Module, ModuleGroup
+from ._check import Report
+from ._core import Module, ModuleGroup, Problem
 from ._scan import Scan
 
 #: How many problems of one code are listed before the rest are counted.
@@ -151,7 +152,11 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
     if non_adapter:
         out.print(f"{len(non_adapter)} tensors are not LoRA parameters", highlight=False)
 
-    problems = result.problems
+    render_problems(result.problems, out, show_all=show_all)
+
+
+def render_problems(problems: list[Problem], out: Console, *, show_all: bool = False) -> None:
+    """Print problems as a table, at most PROBLEMS_PER_CODE of each code unless show_all."""
     if not problems:
         out.print("[green]no problems[/]")
         return
@@ -178,3 +183,40 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
         style = "red" if p.severity == "error" else "yellow"
         ptable.add_row(Text(p.severity, style=style), p.code, p.path or "", p.message)
     out.print(ptable)
+
+
+def _listing(title: str, items: list[str], out: Console, *, show_all: bool) -> None:
+    if not items:
+        return
+    limit = len(items) if show_all else PROBLEMS_PER_CODE
+    out.print(f"[bold]{title}[/] ({len(items)})", highlight=False)
+    for item in items[:limit]:
+        out.print(f"  {item}", highlight=False, soft_wrap=True)
+    if len(items) > limit:
+        out.print(f"  ... and {len(items) - limit} more (--all lists them)", highlight=False)
+
+
+def render_report(
+    report: Report, *, show_all: bool = False, console: Console | None = None
+) -> None:
+    """Print a check report: verdict, missing, unexpected, shape mismatches, problems."""
+    out = console or Console()
+    verdict = "[green]fits[/]" if report.ok else "[red]does not fit[/]"
+    out.print(
+        f"{report.scan.path} -> {report.expected.source}: {verdict} "
+        f"({len(report.scan.modules)} adapter modules, {len(report.expected)} model modules)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _listing("missing", report.missing, out, show_all=show_all)
+    _listing("unexpected", report.unexpected, out, show_all=show_all)
+    _listing(
+        "shape mismatch",
+        [
+            f"{m.key}: saved {list(m.saved)}, expected {list(m.expected)}"
+            for m in report.shape_mismatch
+        ],
+        out,
+        show_all=show_all,
+    )
+    render_problems(report.problems, out, show_all=show_all)

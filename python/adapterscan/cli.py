@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
             "examples:\n"
             "  adapterscan inspect adapters/\n"
             "  adapterscan inspect adapter_model.safetensors.index.json --json\n"
+            "  adapterscan check adapters/ --base mlx_model/\n"
             "  adapterscan demo"
         ),
     )
@@ -64,6 +65,22 @@ def _parser() -> argparse.ArgumentParser:
         "inside the adapter folder, or refuse them",
     )
 
+    chk = sub.add_parser(
+        "check",
+        help="will this adapter fit this base model? (headers only)",
+        description=(
+            "Compare an adapter's tensors with the modules of a base model folder (config.json "
+            "and safetensors headers; mlx-lm or Hugging Face layout, quantized or not), reading "
+            "no tensor data. Exit 0 when the adapter fits, 1 when it does not, 2 when an input "
+            "cannot be read."
+        ),
+    )
+    chk.add_argument("adapter", help="adapter folder, .safetensors file, or shard index")
+    chk.add_argument("--base", required=True, metavar="BASE_DIR", help="base model folder")
+    chk.add_argument("--json", action="store_true", help="print the documented JSON object")
+    chk.add_argument("--config", metavar="FILE", help="use this adapter_config.json")
+    chk.add_argument("--all", action="store_true", help="list everything, unsummarised")
+
     demo = sub.add_parser(
         "demo",
         help="build small real adapters with mlx-lm and inspect them (needs adapterscan[mlx])",
@@ -95,6 +112,19 @@ def _inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _check(args: argparse.Namespace) -> int:
+    from ._check import check
+
+    report = check(args.adapter, args.base, config=args.config)
+    if args.json:
+        sys.stdout.write(report.to_json(pretty=True) + "\n")
+    else:
+        from ._render import render_report
+
+        render_report(report, show_all=args.all)
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -114,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "check":
+            return _check(args)
         return _demo(args)
     except AdapterScanError as e:
         print(f"adapterscan: error: {e}", file=sys.stderr)

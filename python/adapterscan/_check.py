@@ -1,0 +1,134 @@
+"""Will this adapter fit this model? Answered from headers and configs only."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal, NamedTuple
+
+from . import _core
+from ._core import ExpectedModules, Problem
+from ._scan import Scan, scan
+
+
+class ShapeMismatch(NamedTuple):
+    """A saved tensor whose shape is not the one the model needs."""
+
+    key: str
+    saved: tuple[int, ...]
+    expected: tuple[int, ...]
+
+
+class Report:
+    """The result of a check.
+
+    Attributes:
+        ok: True when nothing is missing, unexpected or mis-shaped and no problem is an error.
+        missing: Tensor names promised (by the config, or by their pair) but absent.
+        unexpected: Saved LoRA tensors with no module of the model to go to.
+        shape_mismatch: Saved tensors whose shape differs from what the model and config need.
+        problems: Problems of the adapter, of the base, and of the pair (codes as in inspect).
+        scan: The scan of the adapter.
+        expected: The table of modules the model offers.
+    """
+
+    __slots__ = ("_core", "expected", "scan")
+
+    def __init__(self, core: _core.CheckResult, scan: Scan, expected: ExpectedModules) -> None:
+        self._core = core
+        self.scan = scan
+        self.expected = expected
+
+    @property
+    def ok(self) -> bool:
+        """True when the adapter fits."""
+        return self._core.ok
+
+    @property
+    def missing(self) -> list[str]:
+        """Tensor names promised but absent (full list)."""
+        return self._core.missing()
+
+    @property
+    def unexpected(self) -> list[str]:
+        """Saved LoRA tensors with no matching module (full list)."""
+        return self._core.unexpected()
+
+    @property
+    def shape_mismatch(self) -> list[ShapeMismatch]:
+        """Saved tensors of the wrong shape (full list)."""
+        return [ShapeMismatch(k, tuple(s), tuple(e)) for k, s, e in self._core.shape_mismatch()]
+
+    @property
+    def problems(self) -> list[Problem]:
+        """Every problem, errors first."""
+        return self._core.problems()
+
+    def to_json(self, *, pretty: bool = False) -> str:
+        """The documented JSON object (see the README)."""
+        return self._core.to_json(pretty)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON object as a dict."""
+        result: dict[str, Any] = json.loads(self._core.to_json())
+        return result
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return (
+            f"Report(ok={self.ok}, missing={len(self.missing)}, "
+            f"unexpected={len(self.unexpected)}, shape_mismatch={len(self.shape_mismatch)}, "
+            f"problems={len(self.problems)})"
+        )
+
+
+def read_base(
+    path: str | os.PathLike[str],
+    *,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> ExpectedModules:
+    """The modules a base model folder offers, from its ``config.json`` and headers only.
+
+    Args:
+        path: A model folder as mlx-lm's convert/save writes it, or a Hugging Face checkpoint.
+        symlinks: As in :func:`adapterscan.scan`.
+
+    Returns:
+        The table of adaptable modules with their true (unpacked) dims.
+    """
+    return _core.read_base(path, symlinks=symlinks)
+
+
+def check(
+    adapter: str | os.PathLike[str] | Scan,
+    base: str | os.PathLike[str] | ExpectedModules,
+    *,
+    config: str | os.PathLike[str] | None = None,
+    read_config: bool = True,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> Report:
+    """Check that an adapter fits a model, reading headers and configs only.
+
+    Args:
+        adapter: An adapter folder, file or shard index (or a finished :class:`Scan`).
+        base: A base model folder, or a table from :func:`read_base` or
+            :func:`adapterscan.mlx.expected_modules`.
+        config: An ``adapter_config.json`` to use instead of the one beside the weights.
+        read_config: Set False to ignore any adapter config.
+        symlinks: As in :func:`adapterscan.scan`.
+
+    Returns:
+        The report: ``missing``, ``unexpected`` and ``shape_mismatch`` in full, and the problems.
+
+    Raises:
+        AdapterScanError: When the adapter or the base cannot be read.
+    """
+    s = (
+        adapter
+        if isinstance(adapter, Scan)
+        else scan(adapter, config=config, read_config=read_config, symlinks=symlinks)
+    )
+    expected = base if isinstance(base, ExpectedModules) else read_base(base, symlinks=symlinks)
+    return Report(_core.check(s._core, expected), s, expected)

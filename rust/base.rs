@@ -1,0 +1,514 @@
+//! What a base model offers to an adapter: its adaptable modules and their true dims, read from
+//! `config.json` and safetensors headers only.
+//!
+//! Supported layouts: what mlx-lm's convert/save writes (stacked `switch_mlp` experts, quantized
+//! `weight`/`scales`/`biases` with `quantization` in the config, per-module overrides), and Hugging
+//! Face checkpoints (dense; per-expert MoE keys `mlp.experts.{e}.X` and Mixtral's
+//! `block_sparse_moe.experts.{e}.w1/w3/w2`, stacked here the way mlx-lm's `sanitize` stacks them).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::error::{Result, ScanError};
+use crate::header::{read_header, read_small_file, Header, Limits};
+use crate::index::{confine, read_index};
+use crate::lora::{expert_split, looks_like_embedding, natural_cmp, Kind};
+use crate::problem::{Problem, Severity};
+use crate::scan::{check_index, layer_split};
+
+/// One module of the base an adapter may target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// Its dotted path in the MLX model.
+    pub path: String,
+    /// Linear, switch (stacked experts) or embedding.
+    pub kind: Kind,
+    /// True input features (unpacked for quantized weights); vocabulary size for embeddings.
+    pub in_dims: Option<u64>,
+    /// Output features; embedding width for embeddings.
+    pub out_dims: Option<u64>,
+    /// Experts, for switch modules.
+    pub num_experts: Option<u64>,
+}
+
+/// The expected side of a check.
+#[derive(Debug, Clone, Default)]
+pub struct Expected {
+    /// Where it came from (a folder, or `live model`).
+    pub source: String,
+    /// Adaptable modules, in natural path order.
+    pub targets: Vec<Target>,
+    /// Every parameter with its stored shape (for full fine-tunes), when known.
+    pub params: HashMap<String, Vec<u64>>,
+    /// Findings about the base itself.
+    pub problems: Vec<Problem>,
+}
+
+impl Expected {
+    /// The path of the layer list and the number of layers in it: (`model.layers`, 32).
+    pub fn layers(&self) -> Option<(String, u64)> {
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for t in &self.targets {
+            if let Some((prefix, i, _)) = layer_split(&t.path) {
+                if prefix
+                    .split('.')
+                    .any(|p| p.contains("vision") || p.contains("visual"))
+                {
+                    continue;
+                }
+                let e = counts.entry(prefix).or_default();
+                *e = (*e).max(i + 1);
+            }
+        }
+        counts
+            .into_iter()
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+    }
+}
+
+/// Quantization settings from `config.json`.
+#[derive(Debug, Clone, Default)]
+struct Quantization {
+    bits: Option<u64>,
+    overrides: HashMap<String, Option<u64>>,
+}
+
+fn read_quantization(path: &Path, config: &Value) -> Result<Option<Quantization>> {
+    let q = config
+        .get("quantization")
+        .or_else(|| config.get("quantization_config"));
+    let Some(q) = q.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let Value::Object(map) = q else {
+        return Err(ScanError::Config {
+            path: path.to_path_buf(),
+            field: Some("quantization".into()),
+            message: "`quantization` must be an object".into(),
+        });
+    };
+    let mut out = Quantization {
+        bits: map.get("bits").and_then(Value::as_u64),
+        ..Quantization::default()
+    };
+    for (k, v) in map {
+        match v {
+            Value::Object(o) => {
+                out.overrides.insert(
+                    k.clone(),
+                    o.get("bits").and_then(Value::as_u64).or(out.bits),
+                );
+            }
+            Value::Bool(false) => {
+                out.overrides.insert(k.clone(), None);
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The safetensors files of a base folder: those its index names, or every `.safetensors` file.
+fn base_files(folder: &Path, limits: &Limits) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let mut indexes = Vec::new();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|e| ScanError::io(folder, e))? {
+        let entry = entry.map_err(|e| ScanError::io(folder, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        if name.ends_with(".safetensors.index.json") {
+            indexes.push(name);
+        } else if name.ends_with(".safetensors") {
+            files.push(name);
+        }
+    }
+    indexes.sort();
+    files.sort();
+    if let Some(index_name) = indexes
+        .iter()
+        .find(|n| n.as_str() == "model.safetensors.index.json")
+        .or(indexes.first())
+    {
+        let index_path = folder.join(index_name);
+        let index = read_index(&index_path, limits)?;
+        let paths = index
+            .shard_names()
+            .iter()
+            .map(|s| confine(&index_path, folder, s, Some(".safetensors")))
+            .collect::<Result<Vec<_>>>()?;
+        return Ok((paths, Some(index_path)));
+    }
+    if files.is_empty() {
+        return Err(ScanError::NoAdapter {
+            path: folder.to_path_buf(),
+            message: "the base model folder has no .safetensors weights".into(),
+        });
+    }
+    Ok((files.iter().map(|f| folder.join(f)).collect(), None))
+}
+
+/// Read a base model folder into the table of modules an adapter may target.
+pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
+    let config_path = folder.join("config.json");
+    let config: Value = if config_path.exists() {
+        let bytes = read_small_file(&config_path, limits, "model config")?;
+        serde_json::from_slice(&bytes).map_err(|e| ScanError::Config {
+            path: config_path.clone(),
+            field: None,
+            message: format!("not valid JSON: {e}"),
+        })?
+    } else {
+        Value::Null
+    };
+    let quant = read_quantization(&config_path, &config)?;
+    let (files, index_path) = base_files(folder, limits)?;
+    let headers: Vec<Header> = files
+        .par_iter()
+        .map(|f| read_header(f, limits))
+        .collect::<Result<Vec<_>>>()?;
+    let mut problems = Vec::new();
+    if let Some(index_path) = &index_path {
+        let index = read_index(index_path, limits)?;
+        check_index(index_path, &index, &headers, &mut problems)?;
+    }
+    let mut expected = build_targets(&headers, quant.as_ref(), &mut problems);
+    expected.source = folder.to_string_lossy().into_owned();
+    expected.problems = problems;
+    Ok(expected)
+}
+
+/// One expert's weight of a per-expert checkpoint: shape, quantized, full module path.
+type ExpertWeight = (Vec<u64>, bool, String);
+
+struct Weight<'a> {
+    shape: &'a [u64],
+    quantized: bool,
+}
+
+fn build_targets(
+    headers: &[Header],
+    quant: Option<&Quantization>,
+    problems: &mut Vec<Problem>,
+) -> Expected {
+    let mut params = HashMap::new();
+    let mut weights: BTreeMap<&str, Weight<'_>> = BTreeMap::new();
+    let mut scales: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for h in headers {
+        for t in &h.tensors {
+            params.insert(t.name.clone(), t.shape.clone());
+            if let Some(m) = t.name.strip_suffix(".scales") {
+                scales.insert(m);
+            }
+        }
+    }
+    for h in headers {
+        for t in &h.tensors {
+            if let Some(m) = t.name.strip_suffix(".weight") {
+                weights.insert(
+                    m,
+                    Weight {
+                        shape: &t.shape,
+                        quantized: scales.contains(m),
+                    },
+                );
+            }
+        }
+    }
+    let bits_for = |path: &str| -> Option<u64> {
+        let q = quant?;
+        match q.overrides.get(path) {
+            Some(b) => *b,
+            None => q.bits,
+        }
+    };
+    let mut unknown_bits = Vec::new();
+    // Unpack the last axis of a quantized weight: packed 32-bit words x 32 / bits.
+    let unpack =
+        |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| -> Option<u64> {
+            if !quantized {
+                return Some(cols);
+            }
+            match bits_for(path) {
+                Some(b) if b > 0 => Some(cols * 32 / b),
+                _ => {
+                    unknown.push(path.to_string());
+                    None
+                }
+            }
+        };
+
+    let mut targets = Vec::new();
+    let mut experts: BTreeMap<String, BTreeMap<u64, ExpertWeight>> = BTreeMap::new();
+    for (path, w) in &weights {
+        if let Some((grouped, e)) = expert_split(path) {
+            if w.shape.len() == 2 {
+                experts
+                    .entry(grouped)
+                    .or_default()
+                    .insert(e, (w.shape.to_vec(), w.quantized, (*path).to_string()));
+                continue;
+            }
+        }
+        match w.shape.len() {
+            2 => {
+                let embedding = looks_like_embedding(path);
+                let cols = unpack(path, w.shape[1], w.quantized, &mut unknown_bits);
+                let (in_dims, out_dims) = if embedding {
+                    (Some(w.shape[0]), cols)
+                } else {
+                    (cols, Some(w.shape[0]))
+                };
+                targets.push(Target {
+                    path: (*path).to_string(),
+                    kind: if embedding {
+                        Kind::Embedding
+                    } else {
+                        Kind::Linear
+                    },
+                    in_dims,
+                    out_dims,
+                    num_experts: None,
+                });
+            }
+            3 => targets.push(Target {
+                path: (*path).to_string(),
+                kind: Kind::Switch,
+                in_dims: unpack(path, w.shape[2], w.quantized, &mut unknown_bits),
+                out_dims: Some(w.shape[1]),
+                num_experts: Some(w.shape[0]),
+            }),
+            _ => {}
+        }
+    }
+    for (grouped, by_expert) in experts {
+        let count = by_expert.keys().next_back().map_or(0, |e| e + 1);
+        let Some((shape, quantized, first)) = by_expert.values().next() else {
+            continue;
+        };
+        if by_expert.len() as u64 != count || by_expert.values().any(|(s, _, _)| s != shape) {
+            problems.push(Problem::new(
+                "base_experts_inconsistent",
+                Severity::Warning,
+                Some(&grouped),
+                format!(
+                    "the base stores {} of {count} experts, or experts of different shapes",
+                    by_expert.len()
+                ),
+            ));
+        }
+        targets.push(Target {
+            path: stacked_path(&grouped),
+            kind: Kind::Switch,
+            in_dims: unpack(first, shape[1], *quantized, &mut unknown_bits),
+            out_dims: Some(shape[0]),
+            num_experts: Some(count),
+        });
+    }
+    if !unknown_bits.is_empty() {
+        problems.push(Problem::new(
+            "base_quantization_unknown",
+            Severity::Error,
+            None,
+            format!(
+                "{} quantized weights (with `scales`) but config.json gives no bits for them, so \
+                 their true input width is unknown: {}",
+                unknown_bits.len(),
+                unknown_bits
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    targets.sort_by(|a, b| natural_cmp(&a.path, &b.path));
+    Expected {
+        source: String::new(),
+        targets,
+        params,
+        problems: Vec::new(),
+    }
+}
+
+/// Mixtral's expert names in the Hugging Face layout and their mlx-lm names.
+const MIXTRAL_EXPERTS: &[(&str, &str)] =
+    &[("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")];
+
+/// The mlx-lm path of a stacked expert module: `X.experts.P` -> `X.switch_mlp.P`, with Mixtral's
+/// `w1`/`w3`/`w2` renamed to `gate_proj`/`up_proj`/`down_proj`. Other paths are returned as is.
+pub fn stacked_path(path: &str) -> String {
+    let Some((head, last)) = path.rsplit_once('.') else {
+        return path.to_string();
+    };
+    let Some(prefix) = head.strip_suffix("experts") else {
+        return path.to_string();
+    };
+    if !(prefix.is_empty() || prefix.ends_with('.')) {
+        return path.to_string();
+    }
+    let name = MIXTRAL_EXPERTS
+        .iter()
+        .find(|(hf, _)| *hf == last)
+        .map_or(last, |(_, mlx)| mlx);
+    format!("{prefix}switch_mlp.{name}")
+}
+
+/// The Hugging Face per-expert name of expert `e` of a stacked mlx module (inverse of
+/// [`stacked_path`]): `X.switch_mlp.P` -> `X.experts.{e}.P` (Mixtral: `w1`/`w3`/`w2`).
+pub fn per_expert_path(path: &str, e: u64) -> String {
+    let Some((head, last)) = path.rsplit_once('.') else {
+        return path.to_string();
+    };
+    let Some(prefix) = head.strip_suffix("switch_mlp") else {
+        return format!("{head}.{e}.{last}");
+    };
+    let name = if prefix.ends_with("block_sparse_moe.") {
+        MIXTRAL_EXPERTS
+            .iter()
+            .find(|(_, mlx)| *mlx == last)
+            .map_or(last, |(hf, _)| hf)
+    } else {
+        last
+    };
+    format!("{prefix}experts.{e}.{name}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::parse_header;
+    use crate::header::tests::file_bytes;
+
+    fn header(tensors: &[(&str, &str, &[u64])]) -> Header {
+        let mut obj = serde_json::Map::new();
+        let mut off = 0u64;
+        for (n, d, s) in tensors {
+            let bits = crate::dtype::Dtype::from_name(d).unwrap().bits();
+            let len = s.iter().product::<u64>() * bits / 8;
+            obj.insert(
+                (*n).to_string(),
+                serde_json::json!({"dtype": d, "shape": s, "data_offsets": [off, off + len]}),
+            );
+            off += len;
+        }
+        let text = serde_json::to_string(&obj).unwrap();
+        let bytes = file_bytes(&text, off as usize);
+        parse_header(
+            Path::new("m.safetensors"),
+            &bytes[8..8 + text.len()],
+            bytes.len() as u64,
+            &Limits::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn names_of_stacked_experts() {
+        assert_eq!(
+            stacked_path("model.layers.0.mlp.experts.up_proj"),
+            "model.layers.0.mlp.switch_mlp.up_proj"
+        );
+        assert_eq!(
+            stacked_path("model.layers.0.block_sparse_moe.experts.w3"),
+            "model.layers.0.block_sparse_moe.switch_mlp.up_proj"
+        );
+        assert_eq!(
+            stacked_path("model.layers.0.self_attn.q_proj"),
+            "model.layers.0.self_attn.q_proj"
+        );
+        assert_eq!(stacked_path("x.myexperts.w1"), "x.myexperts.w1");
+        assert_eq!(
+            per_expert_path("model.layers.0.block_sparse_moe.switch_mlp.up_proj", 3),
+            "model.layers.0.block_sparse_moe.experts.3.w3"
+        );
+        assert_eq!(
+            per_expert_path("model.layers.0.mlp.switch_mlp.down_proj", 1),
+            "model.layers.0.mlp.experts.1.down_proj"
+        );
+    }
+
+    #[test]
+    fn quantized_and_per_expert_bases() {
+        let h = header(&[
+            ("model.embed_tokens.weight", "U32", &[100, 8]),
+            ("model.embed_tokens.scales", "F16", &[100, 1]),
+            ("model.embed_tokens.biases", "F16", &[100, 1]),
+            ("model.layers.0.self_attn.q_proj.weight", "U32", &[64, 8]),
+            ("model.layers.0.self_attn.q_proj.scales", "F16", &[64, 1]),
+            ("model.layers.0.mlp.gate.weight", "U32", &[4, 16]),
+            ("model.layers.0.mlp.gate.scales", "F16", &[4, 1]),
+            (
+                "model.layers.0.mlp.experts.0.up_proj.weight",
+                "BF16",
+                &[32, 64],
+            ),
+            (
+                "model.layers.0.mlp.experts.1.up_proj.weight",
+                "BF16",
+                &[32, 64],
+            ),
+            ("model.layers.0.input_layernorm.weight", "BF16", &[64]),
+            ("lm_head.weight", "BF16", &[100, 64]),
+        ]);
+        let q = Quantization {
+            bits: Some(4),
+            overrides: HashMap::from([("model.layers.0.mlp.gate".to_string(), Some(8))]),
+        };
+        let mut problems = Vec::new();
+        let e = build_targets(&[h], Some(&q), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let by: HashMap<_, _> = e.targets.iter().map(|t| (t.path.as_str(), t)).collect();
+        assert_eq!(
+            (
+                by["model.embed_tokens"].kind,
+                by["model.embed_tokens"].in_dims,
+                by["model.embed_tokens"].out_dims
+            ),
+            (Kind::Embedding, Some(100), Some(64))
+        );
+        assert_eq!(by["model.layers.0.self_attn.q_proj"].in_dims, Some(64));
+        assert_eq!(by["model.layers.0.mlp.gate"].in_dims, Some(64));
+        let up = by["model.layers.0.mlp.switch_mlp.up_proj"];
+        assert_eq!(
+            (up.kind, up.num_experts, up.in_dims, up.out_dims),
+            (Kind::Switch, Some(2), Some(64), Some(32))
+        );
+        assert_eq!(by["lm_head"].kind, Kind::Linear);
+        assert!(!by.contains_key("model.layers.0.input_layernorm"));
+        assert_eq!(e.targets.len(), 5);
+        let mut problems = Vec::new();
+        let h = header(&[("a.weight", "U32", &[4, 4]), ("a.scales", "F16", &[4, 1])]);
+        let e = build_targets(&[h], None, &mut problems);
+        assert_eq!(e.targets[0].in_dims, None);
+        assert_eq!(problems[0].code, "base_quantization_unknown");
+    }
+
+    #[test]
+    fn layer_list_is_found() {
+        let e = Expected {
+            targets: [
+                "model.layers.0.q",
+                "model.layers.11.q",
+                "vision_tower.blocks.30.q",
+                "lm_head",
+            ]
+            .iter()
+            .map(|p| Target {
+                path: (*p).into(),
+                kind: Kind::Linear,
+                in_dims: None,
+                out_dims: None,
+                num_experts: None,
+            })
+            .collect(),
+            ..Expected::default()
+        };
+        assert_eq!(e.layers(), Some(("model.layers".to_string(), 12)));
+    }
+}

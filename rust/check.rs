@@ -1,0 +1,633 @@
+//! Will this adapter fit this model? The diff of saved tensors against the expected ones.
+//!
+//! The expected side comes from a base folder's headers ([`crate::base::read_base`]) or from a
+//! live model's table handed over by the Python layer. Everything is keyed by module path in one
+//! hash map, so the diff is linear in the number of tensors.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::base::{per_expert_path, stacked_path, Expected, Target};
+use crate::config::{peft_pattern, AdapterConfig, Schema, TargetModules};
+use crate::error::Result;
+use crate::lora::{classify, expert_split, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
+use crate::problem::{Problem, Severity};
+use crate::scan::{key_covers, layer_split, Scan};
+
+/// A saved tensor whose shape is not the one the model needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShapeMismatch {
+    /// The tensor name as saved.
+    pub key: String,
+    /// Its saved shape.
+    pub saved: Vec<u64>,
+    /// The shape the model (and the config's rank) needs.
+    pub expected: Vec<u64>,
+}
+
+/// The result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// No missing, unexpected or mis-shaped tensor, and no problem of severity error.
+    pub ok: bool,
+    /// Tensors promised (by the config or by their pair) but absent.
+    pub missing: Vec<String>,
+    /// Saved LoRA tensors with no module of the model to go to.
+    pub unexpected: Vec<String>,
+    /// Saved tensors of the wrong shape.
+    pub shape_mismatch: Vec<ShapeMismatch>,
+    /// Problems of the adapter, of the base, and of the pair.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    /// The report as the documented JSON object.
+    pub fn to_json(&self, pretty: bool) -> String {
+        let out = if pretty {
+            serde_json::to_string_pretty(self)
+        } else {
+            serde_json::to_string(self)
+        };
+        out.unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+}
+
+/// Per-module rank the config promises.
+struct Ranks {
+    per_module: HashMap<String, u64>,
+    patterns: Vec<(regex::Regex, u64)>,
+    global: Option<u64>,
+}
+
+impl Ranks {
+    fn new(config: Option<&AdapterConfig>) -> Result<Self> {
+        let Some(c) = config else {
+            return Ok(Self {
+                per_module: HashMap::new(),
+                patterns: Vec::new(),
+                global: None,
+            });
+        };
+        let patterns = if c.schema == Schema::Peft {
+            c.rank_pattern
+                .iter()
+                .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            per_module: c.module_ranks.iter().cloned().collect(),
+            patterns,
+            global: if c.schema == Schema::Peft {
+                c.peft_r
+            } else {
+                c.rank.or(c.top_rank)
+            },
+        })
+    }
+
+    fn for_module(&self, path: &str) -> Option<u64> {
+        self.per_module
+            .get(path)
+            .copied()
+            .or_else(|| {
+                self.patterns
+                    .iter()
+                    .find(|(re, _)| re.is_match(path))
+                    .map(|(_, r)| *r)
+            })
+            .or(self.global)
+    }
+}
+
+/// The shape a factor must have, in the naming family it was saved under.
+fn expected_shape(
+    family: Family,
+    leaf: Leaf,
+    slot: Slot,
+    layout: &str,
+    t: &Target,
+    r: u64,
+) -> Option<Vec<u64>> {
+    let i = t.in_dims?;
+    let o = t.out_dims?;
+    let switch = t.kind == Kind::Switch;
+    let e = t.num_experts.unwrap_or(1);
+    Some(match (family, leaf) {
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::A) if switch => {
+            if layout == "mlx_switch_legacy" {
+                vec![e * r, i]
+            } else {
+                vec![e, r, i]
+            }
+        }
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) if switch => vec![e, o, r],
+        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::A) => vec![i, r],
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) => vec![r, o],
+        (Family::Mlx, Leaf::M) if t.kind == Kind::Embedding => vec![i],
+        (Family::Mlx | Family::Peft | Family::PeftEmbedding, Leaf::M) => vec![o],
+        (Family::MlxLayer, Leaf::A) => vec![r, i],
+        (Family::MlxLayer, Leaf::B) => vec![o, r],
+        (Family::Peft | Family::PeftEmbedding, Leaf::A)
+            if switch && !matches!(slot, Slot::Expert(_)) =>
+        {
+            return None; // target_parameters wrappers: checked separately.
+        }
+        (Family::Peft | Family::PeftEmbedding, Leaf::A) => vec![r, i],
+        (Family::Peft | Family::PeftEmbedding, Leaf::B)
+            if switch && !matches!(slot, Slot::Expert(_)) =>
+        {
+            return None;
+        }
+        (Family::Peft | Family::PeftEmbedding, Leaf::B) => vec![o, r],
+        _ => return None,
+    })
+}
+
+/// The rank axis of a saved factor, to compare the other axes when no rank is known.
+fn saved_rank(family: Family, leaf: Leaf, shape: &[u64]) -> Option<u64> {
+    let n = shape.len();
+    match (family, leaf) {
+        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::A) if n == 3 => {
+            Some(shape[1])
+        }
+        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::A) if n == 2 => {
+            Some(shape[1])
+        }
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) if n == 3 => Some(shape[2]),
+        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::B) if n == 2 => {
+            Some(shape[0])
+        }
+        (Family::MlxLayer | Family::Peft | Family::PeftEmbedding, Leaf::A) if n == 2 => {
+            Some(shape[0])
+        }
+        (Family::MlxLayer | Family::Peft | Family::PeftEmbedding, Leaf::B) if n == 2 => {
+            Some(shape[1])
+        }
+        _ => None,
+    }
+}
+
+/// Tensor names for a module the adapter should have saved, in the adapter's own naming.
+fn names_for(path: &str, t: &Target, format_peft: bool, dora: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    if format_peft {
+        let emb = t.kind == Kind::Embedding;
+        let (a, b) = if emb {
+            ("lora_embedding_A", "lora_embedding_B")
+        } else {
+            ("lora_A.weight", "lora_B.weight")
+        };
+        if t.kind == Kind::Switch {
+            for e in 0..t.num_experts.unwrap_or(0) {
+                let p = per_expert_path(&t.path, e);
+                out.push(format!("{PEFT_PREFIX}{p}.{a}"));
+                out.push(format!("{PEFT_PREFIX}{p}.{b}"));
+            }
+        } else {
+            out.push(format!("{PEFT_PREFIX}{path}.{a}"));
+            out.push(format!("{PEFT_PREFIX}{path}.{b}"));
+            if dora {
+                out.push(format!("{PEFT_PREFIX}{path}.lora_magnitude_vector"));
+            }
+        }
+    } else {
+        out.push(format!("{path}.lora_a"));
+        out.push(format!("{path}.lora_b"));
+        if dora && t.kind != Kind::Switch {
+            out.push(format!("{path}.m"));
+        }
+    }
+    out
+}
+
+/// The name of the other factor of a pair.
+fn partner(key: &str) -> Option<String> {
+    const SWAPS: &[(&str, &str)] = &[
+        (".lora_a", ".lora_b"),
+        (".lora_a.weight", ".lora_b.weight"),
+        (".lora_A.weight", ".lora_B.weight"),
+        (".lora_embedding_A", ".lora_embedding_B"),
+        (".A", ".B"),
+    ];
+    for (a, b) in SWAPS {
+        if let Some(stem) = key.strip_suffix(a) {
+            return Some(format!("{stem}{b}"));
+        }
+        if let Some(stem) = key.strip_suffix(b) {
+            return Some(format!("{stem}{a}"));
+        }
+    }
+    None
+}
+
+/// Which base modules the config says are adapted.
+fn promised<'e>(scan: &Scan, expected: &'e Expected) -> Vec<&'e Target> {
+    let Some(c) = scan.config.as_ref() else {
+        return Vec::new();
+    };
+    if scan.fine_tune_type == Some("full") {
+        return Vec::new();
+    }
+    match c.schema {
+        Schema::Mlx | Schema::MlxLegacy => {
+            let layers = expected.layers();
+            let selected = |t: &Target| -> Option<String> {
+                let (prefix, count) = layers.as_ref()?;
+                let (p, i, rest) = layer_split(&t.path)?;
+                if &p != prefix {
+                    return None;
+                }
+                let n = c.num_layers.unwrap_or(0);
+                let first = if n <= 0 || n.unsigned_abs() >= *count {
+                    0
+                } else {
+                    count - n.unsigned_abs()
+                };
+                (i >= first).then_some(rest)
+            };
+            let keys: Option<HashSet<&str>> = c
+                .keys
+                .as_ref()
+                .or(c.module_paths.as_ref())
+                .map(|k| k.iter().map(String::as_str).collect());
+            expected
+                .targets
+                .iter()
+                .filter(|t| match &keys {
+                    Some(keys) => {
+                        keys.contains(t.path.as_str())
+                            || selected(t).is_some_and(|rel| keys.contains(rel.as_str()))
+                    }
+                    None => selected(t).is_some(),
+                })
+                .collect()
+        }
+        Schema::Peft => {
+            let regex = match &c.target_modules {
+                Some(TargetModules::Regex(r)) if r != "all-linear" => {
+                    regex::Regex::new(&format!("^(?:{r})$")).ok()
+                }
+                _ => None,
+            };
+            expected
+                .targets
+                .iter()
+                .filter(|t| {
+                    let alt = per_expert_path(&t.path, 0);
+                    let named = match &c.target_modules {
+                        Some(TargetModules::Names(names)) => names
+                            .iter()
+                            .any(|n| key_covers(n, &t.path) || key_covers(n, &alt)),
+                        Some(TargetModules::Regex(r)) if r == "all-linear" => {
+                            t.kind != Kind::Embedding && t.path != "lm_head"
+                        }
+                        Some(TargetModules::Regex(_)) => regex
+                            .as_ref()
+                            .is_some_and(|re| re.is_match(&t.path) || re.is_match(&alt)),
+                        None => false,
+                    };
+                    let in_layers = match (&c.layers_to_transform, layer_split(&t.path)) {
+                        (Some(allowed), Some((_, i, _))) => allowed.contains(&i),
+                        (Some(_), None) => false,
+                        (None, _) => true,
+                    };
+                    named && in_layers
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+const PREFIXES: &[&str] = &[
+    "language_model.model.",
+    "language_model.",
+    "model.",
+    PEFT_PREFIX,
+];
+
+/// Look for one path prefix that, stripped or added, would make unmatched modules fit.
+fn prefix_hint(unmatched: &[&Module], lookup: &HashMap<String, &Target>) -> Option<Problem> {
+    if unmatched.is_empty() {
+        return None;
+    }
+    let mut best: Option<(usize, String)> = None;
+    for p in PREFIXES {
+        let stripped = unmatched
+            .iter()
+            .filter(|m| {
+                m.path
+                    .strip_prefix(p)
+                    .is_some_and(|rest| lookup.contains_key(&stacked_path(rest)))
+            })
+            .count();
+        let added = unmatched
+            .iter()
+            .filter(|m| lookup.contains_key(&stacked_path(&format!("{p}{}", m.path))))
+            .count();
+        for (hits, text) in [
+            (
+                stripped,
+                format!("they start with `{p}`, which the model's paths do not: strip it"),
+            ),
+            (
+                added,
+                format!("the model's paths start with `{p}`, which the adapter's do not: add it"),
+            ),
+        ] {
+            if hits > 0 && best.as_ref().is_none_or(|(h, _)| hits > *h) {
+                best = Some((hits, text));
+            }
+        }
+    }
+    let (hits, text) = best?;
+    (hits * 2 >= unmatched.len()).then(|| {
+        Problem::new(
+            "prefix_mismatch",
+            Severity::Error,
+            None,
+            format!(
+                "{hits} of the {} saved modules that match nothing in the model would match if \
+                 the prefix were fixed: {text} (e.g. a language-model adapter for a VLM, or the \
+                 reverse)",
+                unmatched.len()
+            ),
+        )
+    })
+}
+
+/// Diff an adapter scan against what a model expects.
+pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
+    let mut missing = Vec::new();
+    let mut unexpected = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut problems: Vec<Problem> = scan.problems.clone();
+    problems.extend(expected.problems.iter().cloned());
+
+    if scan.fine_tune_type == Some("full") && scan.modules.is_empty() {
+        for t in &scan.tensors {
+            match expected.params.get(&t.name) {
+                None => unexpected.push(t.name.clone()),
+                Some(shape) if *shape != t.shape => mismatches.push(ShapeMismatch {
+                    key: t.name.clone(),
+                    saved: t.shape.clone(),
+                    expected: shape.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+        return Ok(finish(missing, unexpected, mismatches, problems));
+    }
+
+    let lookup: HashMap<String, &Target> = expected
+        .targets
+        .iter()
+        .map(|t| (stacked_path(&t.path), t))
+        .collect();
+    let shape_of: HashMap<&str, &[u64]> = scan
+        .tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.shape.as_slice()))
+        .collect();
+    let ranks = Ranks::new(scan.config.as_ref())?;
+    let dora = scan.fine_tune_type == Some("dora");
+    let peft = scan.format == crate::scan::Format::Peft;
+    let flipped_known: HashSet<&str> = scan
+        .problems
+        .iter()
+        .filter(|p| p.code == "orientation_flipped")
+        .filter_map(|p| p.path.as_deref())
+        .collect();
+
+    let mut covered: HashSet<&str> = HashSet::new();
+    let mut unmatched: Vec<&Module> = Vec::new();
+    for m in &scan.modules {
+        let Some(&t) = lookup.get(&stacked_path(&m.path)) else {
+            unexpected.extend(m.keys.iter().cloned());
+            unmatched.push(m);
+            continue;
+        };
+        covered.insert(t.path.as_str());
+        if m.layout == "peft_param_wrapper" || m.layout == "mlx_fused" {
+            problems.push(Problem::new(
+                "not_checked",
+                Severity::Warning,
+                Some(&m.path),
+                format!("{} factors are not checked against the base", m.layout),
+            ));
+            continue;
+        }
+        let want_rank = ranks.for_module(&m.path).or(m.rank);
+        let before = mismatches.len();
+        let mut experts_seen: HashSet<u64> = HashSet::new();
+        let mut leaves: Vec<Leaf> = Vec::new();
+        for key in &m.keys {
+            let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
+            let Some((module_path, family, leaf, mut slot)) = classify(name) else {
+                continue;
+            };
+            if family.is_peft() {
+                if let Some((_, e)) = expert_split(module_path) {
+                    slot = Slot::Expert(e);
+                }
+            }
+            leaves.push(leaf);
+            let saved = shape_of.get(key.as_str()).copied().unwrap_or(&[]);
+            if let Slot::Expert(e) = slot {
+                if t.num_experts.is_some_and(|n| e >= n) {
+                    unexpected.push(key.clone());
+                    continue;
+                }
+                experts_seen.insert(e);
+            }
+            let Some(r) = want_rank.or_else(|| saved_rank(family, leaf, saved)) else {
+                continue;
+            };
+            if let Some(want) = expected_shape(family, leaf, slot, m.layout, t, r) {
+                if want != saved {
+                    mismatches.push(ShapeMismatch {
+                        key: key.clone(),
+                        saved: saved.to_vec(),
+                        expected: want,
+                    });
+                }
+            }
+        }
+        // Half pairs: name the missing partner of each lone factor.
+        let keyset: HashSet<&str> = m.keys.iter().map(String::as_str).collect();
+        for key in &m.keys {
+            if let Some(p) = partner(key) {
+                if !keyset.contains(p.as_str()) {
+                    missing.push(p);
+                }
+            }
+        }
+        if dora && m.variant == Variant::Lora && t.kind != Kind::Switch {
+            missing.push(if peft {
+                format!("{PEFT_PREFIX}{}.lora_magnitude_vector", m.path)
+            } else {
+                format!("{}.m", m.path)
+            });
+        }
+        if m.layout == "peft_per_expert" {
+            for e in 0..t.num_experts.unwrap_or(0) {
+                if !experts_seen.contains(&e) {
+                    let p = per_expert_path(&t.path, e);
+                    missing.push(format!("{PEFT_PREFIX}{p}.lora_A.weight"));
+                    missing.push(format!("{PEFT_PREFIX}{p}.lora_B.weight"));
+                }
+            }
+        }
+        let module_mismatches = &mismatches[before..];
+        if !module_mismatches.is_empty()
+            && !flipped_known.contains(m.path.as_str())
+            && module_mismatches
+                .iter()
+                .all(|x| x.saved.len() == 2 && x.saved.iter().rev().eq(x.expected.iter()))
+        {
+            problems.push(Problem::new(
+                "orientation_flipped",
+                Severity::Error,
+                Some(&m.path),
+                "every factor has the transposed shape of what the model needs: the adapter is in \
+                 the other framework's orientation (PEFT vs mlx) under these names"
+                    .into(),
+            ));
+        }
+    }
+
+    for t in promised(scan, expected) {
+        if !covered.contains(t.path.as_str()) {
+            missing.extend(names_for(&t.path, t, peft, dora));
+        }
+    }
+    if let Some(p) = prefix_hint(&unmatched, &lookup) {
+        problems.push(p);
+    }
+    Ok(finish(missing, unexpected, mismatches, problems))
+}
+
+fn finish(
+    mut missing: Vec<String>,
+    mut unexpected: Vec<String>,
+    mut shape_mismatch: Vec<ShapeMismatch>,
+    mut problems: Vec<Problem>,
+) -> Report {
+    use crate::lora::natural_cmp;
+    missing.sort_by(|a, b| natural_cmp(a, b));
+    missing.dedup();
+    unexpected.sort_by(|a, b| natural_cmp(a, b));
+    unexpected.dedup();
+    shape_mismatch.sort_by(|a, b| natural_cmp(&a.key, &b.key));
+    problems.sort_by(|a, b| {
+        a.severity.cmp(&b.severity).then_with(|| {
+            natural_cmp(
+                a.path.as_deref().unwrap_or(""),
+                b.path.as_deref().unwrap_or(""),
+            )
+        })
+    });
+    let ok = missing.is_empty()
+        && unexpected.is_empty()
+        && shape_mismatch.is_empty()
+        && !problems.iter().any(|p| p.severity == Severity::Error);
+    Report {
+        ok,
+        missing,
+        unexpected,
+        shape_mismatch,
+        problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partners() {
+        assert_eq!(partner("a.lora_a").as_deref(), Some("a.lora_b"));
+        assert_eq!(
+            partner("a.lora_B.weight").as_deref(),
+            Some("a.lora_A.weight")
+        );
+        assert_eq!(
+            partner("a.lora_embedding_A").as_deref(),
+            Some("a.lora_embedding_B")
+        );
+        assert_eq!(partner("a.m"), None);
+    }
+
+    #[test]
+    fn expected_shapes_per_family() {
+        let lin = Target {
+            path: "x".into(),
+            kind: Kind::Linear,
+            in_dims: Some(64),
+            out_dims: Some(32),
+            num_experts: None,
+        };
+        let sw = Target {
+            kind: Kind::Switch,
+            num_experts: Some(4),
+            ..lin.clone()
+        };
+        let emb = Target {
+            kind: Kind::Embedding,
+            in_dims: Some(100),
+            out_dims: Some(16),
+            ..lin.clone()
+        };
+        let s = Slot::Single;
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::A, s, "mlx_linear", &lin, 8),
+            Some(vec![64, 8])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::B, s, "mlx_linear", &lin, 8),
+            Some(vec![8, 32])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::M, s, "mlx_linear", &lin, 8),
+            Some(vec![32])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch", &sw, 8),
+            Some(vec![4, 8, 64])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch_legacy", &sw, 8),
+            Some(vec![32, 64])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::B, s, "mlx_switch", &sw, 8),
+            Some(vec![4, 32, 8])
+        );
+        assert_eq!(
+            expected_shape(Family::Mlx, Leaf::M, s, "mlx_embedding", &emb, 8),
+            Some(vec![100])
+        );
+        assert_eq!(
+            expected_shape(Family::Peft, Leaf::A, s, "peft_linear", &lin, 8),
+            Some(vec![8, 64])
+        );
+        assert_eq!(
+            expected_shape(Family::PeftEmbedding, Leaf::B, s, "peft_embedding", &emb, 8),
+            Some(vec![16, 8])
+        );
+        assert_eq!(
+            expected_shape(
+                Family::Peft,
+                Leaf::B,
+                Slot::Expert(1),
+                "peft_per_expert",
+                &sw,
+                8
+            ),
+            Some(vec![32, 8])
+        );
+    }
+}
