@@ -499,6 +499,22 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         }
     }
 
+    if let Some(c) = &scan.config {
+        for name in &c.full_tensors {
+            let Some(saved) = shape_of.get(name.as_str()) else {
+                continue; // reported by the scan as full_tensor_missing
+            };
+            match expected.params.get(name) {
+                None => unexpected.push(name.clone()),
+                Some(shape) if shape.as_slice() != *saved => mismatches.push(ShapeMismatch {
+                    key: name.clone(),
+                    saved: saved.to_vec(),
+                    expected: shape.clone(),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
     for t in promised(scan, expected) {
         if !covered.contains(t.path.as_str()) {
             missing.extend(names_for(&t.path, t, peft, dora));

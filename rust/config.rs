@@ -94,6 +94,9 @@ pub struct AdapterConfig {
     pub modules_to_save: Vec<String>,
     /// PEFT `target_parameters`.
     pub target_parameters: Vec<String>,
+    /// Full (non-LoRA) tensors the adapter declares it carries (`adapterscan.full_tensors`,
+    /// written by `save_trainable_adapters`).
+    pub full_tensors: Vec<String>,
 }
 
 /// PEFT `target_modules`: a list of names, or one regular expression matched against the whole path.
@@ -351,6 +354,44 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
         ),
     };
 
+    // adapterscan's own block: per-module rank/scale and declared full tensors.
+    let ours_value = top.get("adapterscan");
+    let ours_obj = match ours_value {
+        None => &empty,
+        Some(Value::Object(m)) => m,
+        Some(v) => return Err(top.err("adapterscan", "an object", v)),
+    };
+    let ours = Fields {
+        path,
+        obj: ours_obj,
+        prefix: "adapterscan.",
+    };
+    let mut module_ranks =
+        top.map_of("unsloth_mlx_lora_module_ranks", "integers", Value::as_u64)?;
+    let mut module_scales = top.map_of("unsloth_mlx_lora_module_scales", "numbers", number_of)?;
+    if let Some(v) = ours.get("modules") {
+        let Value::Object(mods) = v else {
+            return Err(ours.err("modules", "an object of module entries", v));
+        };
+        for (name, entry) in mods {
+            let Value::Object(e) = entry else {
+                return Err(ours.err(&format!("modules.{name}"), "an object", entry));
+            };
+            let f = Fields {
+                path,
+                obj: e,
+                prefix: "adapterscan.modules.",
+            };
+            if let Some(r) = f.uint("rank")? {
+                module_ranks.push((name.clone(), r));
+            }
+            if let Some(s) = e.get("scale").and_then(number_of) {
+                module_scales.push((name.clone(), s));
+            }
+        }
+    }
+    let full_tensors = ours.string_list("full_tensors")?.unwrap_or_default();
+
     let alpha = match lp.number("alpha")? {
         Some(a) => Some(a),
         None if schema != Schema::Peft => top.number("alpha")?,
@@ -379,8 +420,9 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
         },
         keys: lp.string_list("keys")?,
         module_paths: top.path_list("unsloth_mlx_lora_module_paths")?,
-        module_ranks: top.map_of("unsloth_mlx_lora_module_ranks", "integers", Value::as_u64)?,
-        module_scales: top.map_of("unsloth_mlx_lora_module_scales", "numbers", number_of)?,
+        module_ranks,
+        module_scales,
+        full_tensors,
         use_dora: top.boolean("use_dora")?,
         peft_r: if schema == Schema::Peft {
             top.uint("r")?

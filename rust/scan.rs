@@ -893,7 +893,25 @@ fn check_non_adapter(
         .map(|m| m.path.as_str())
         .collect();
     let to_save: &[String] = config.map_or(&[], |c| &c.modules_to_save);
+    let declared: HashSet<&str> = config
+        .map(|c| c.full_tensors.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let present: HashSet<&str> = non_adapter.iter().copied().collect();
+    for name in &declared {
+        if !present.contains(name) {
+            cx.error(
+                "full_tensor_missing",
+                Some(name),
+                format!(
+                    "the config declares the full tensor `{name}` but the adapter does not hold it"
+                ),
+            );
+        }
+    }
     for name in non_adapter {
+        if declared.contains(name) {
+            continue;
+        }
         let stripped = name.strip_prefix(PEFT_PREFIX).unwrap_or(name);
         let module = stripped.rsplit_once('.').map_or("", |(m, _)| m);
         if let Some(base) = stripped.strip_suffix(".base_layer.weight") {

@@ -41,8 +41,11 @@ from ._core import (
     dtypes,
 )
 from ._scan import Scan, TensorInfo, scan
+from .errors import AdapterDataError, AdapterMismatchError, SaveError
 
 __all__ = [
+    "AdapterDataError",
+    "AdapterMismatchError",
     "AdapterFileError",
     "AdapterScanError",
     "CheckResult",
@@ -69,6 +72,7 @@ __all__ = [
     "Problem",
     "Report",
     "SafetensorsError",
+    "SaveError",
     "Scan",
     "ShapeError",
     "ShapeMismatch",

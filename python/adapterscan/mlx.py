@@ -1,13 +1,23 @@
 """adapterscan for live MLX models (needs ``pip install "adapterscan[mlx]"``).
 
-``expected_modules(model)`` walks a model's modules and produces the same table a base folder
-gives, so ``check(model, adapter)`` answers "will this adapter fit?" before a tensor is loaded.
+- ``expected_modules(model)`` walks a model's modules and produces the same table a base folder
+  gives, so ``check(model, adapter)`` answers "will this adapter fit?" before a tensor is loaded.
+- ``save_adapters(model, path)`` writes exactly the adapter tensors and a complete
+  ``adapter_config.json``, atomically; ``save_trainable_adapters`` adds trainable full tensors.
+- ``load_adapters(model, path)`` checks first, rebuilds mlx-lm's wrappers at the saved paths,
+  binds the tensors strictly, freezes the base and leaves the model in eval mode.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from typing import Any
+import uuid
+from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
 
 try:
     import mlx.core as mx
@@ -18,12 +28,20 @@ except ImportError as e:  # pragma: no cover - exercised only without mlx
         f'adapterscan.mlx needs MLX ({e}); install it with: pip install "adapterscan[mlx]"'
     ) from e
 
+from ._atomic import replace_files
 from ._check import Report
 from ._check import check as _check
-from ._core import ExpectedModules
-from ._scan import Scan
+from ._core import AdapterScanError, ExpectedModules
+from ._scan import Scan, scan
+from .errors import AdapterDataError, AdapterMismatchError, SaveError, config_error
 
-__all__ = ["check", "expected_modules"]
+__all__ = [
+    "check",
+    "expected_modules",
+    "load_adapters",
+    "save_adapters",
+    "save_trainable_adapters",
+]
 
 
 def _switch_classes() -> tuple[Any, ...]:
@@ -92,11 +110,7 @@ def expected_modules(model: nn.Module) -> ExpectedModules:
             row = _row(path, m)
         if row is not None:
             rows.append(row)
-    params = [
-        (k, [int(d) for d in v.shape])
-        for k, v in tree_flatten(model.parameters())
-        if isinstance(v, mx.array)
-    ]
+    params = [(k, [int(d) for d in v.shape]) for k, v in _base_params(model)]
     return ExpectedModules(rows, params, "live model")
 
 
@@ -117,3 +131,686 @@ def check(
         The same report as :func:`adapterscan.check` gives for a base folder.
     """
     return _check(adapter, expected_modules(model), config=config)
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+SCHEMA_VERSION = 1
+WEIGHTS_NAME = "adapters.safetensors"
+CONFIG_NAME = "adapter_config.json"
+_FACTORS = ("lora_a", "lora_b")
+# Fields of a caller's config that describe the adapter's topology: always rewritten from the
+# live model, never trusted.
+_OWNED_FIELDS = (
+    "fine_tune_type",
+    "num_layers",
+    "lora_parameters",
+    "rank",
+    "scale",
+    "dropout",
+    "unsloth_mlx_lora_module_paths",
+    "unsloth_mlx_lora_module_ranks",
+    "unsloth_mlx_lora_module_scales",
+    "adapterscan",
+)
+
+
+class _Live(NamedTuple):
+    """A live module that owns a LoRA pair."""
+
+    path: str
+    module: Any
+    kind: str
+    variant: str
+    rank: int
+    scale: float | list[float]
+    dropout: float
+    tensors: dict[str, Any]  # leaf name (as saved) -> array
+
+
+def _coerce_scale(value: Any) -> float | list[float]:
+    if isinstance(value, mx.array):
+        values: Any = value.reshape(-1).tolist()
+        flat = [float(x) for x in values]
+        if not flat:
+            raise SaveError("a LoRA module has an empty scale array")
+        return flat[0] if len(set(flat)) == 1 else flat
+    return float(value)
+
+
+def _read_dropout(module: Any) -> float:
+    d = getattr(module, "dropout", None)
+    p = 0.0
+    if isinstance(d, nn.Dropout):
+        keep = getattr(d, "_p_1", None)
+        if isinstance(keep, (int, float)):
+            p = 1.0 - float(keep)
+        elif isinstance(getattr(d, "p", None), (int, float)):
+            p = float(d.p)
+    elif isinstance(d, (int, float)):
+        p = float(d)
+    # 1 - 0.9 is 0.09999999999999998: store what the user wrote.
+    return round(p, 12)
+
+
+def _rank_of(a: Any, b: Any) -> int:
+    if isinstance(a, list):
+        return int(a[0].shape[1])
+    if isinstance(a, nn.Module):  # layer-wrapped halves: Linear(in, r) has weight (r, in)
+        return int(a.weight.shape[0])
+    if a.ndim == 3:
+        return int(a.shape[1])
+    if a.ndim == 2 and b.ndim == 3:  # mlx-lm < 0.28.3 switch layout (E*r, in)
+        return int(b.shape[2])
+    return int(a.shape[1])
+
+
+def _kind_of(module: Any, a: Any) -> str:
+    name = type(module).__name__
+    if "Switch" in name or (isinstance(a, mx.array) and a.ndim == 3):
+        return "switch"
+    if "Embedding" in name:
+        return "embedding"
+    return "linear"
+
+
+def _join(path: str, leaf: str) -> str:
+    return f"{path}.{leaf}" if path else leaf
+
+
+def live_adapters(model: nn.Module) -> list[_Live]:
+    """Every module owning a ``lora_a``/``lora_b`` pair (lowercase), in natural path order."""
+    found = []
+    for path, m in model.named_modules():
+        if not isinstance(m, nn.Module):
+            continue
+        a, b = m.get("lora_a"), m.get("lora_b")
+        if a is None or b is None:
+            continue
+        tensors = dict(tree_flatten({"lora_a": a, "lora_b": b}))
+        dora = type(m).__name__.startswith("DoRA") and isinstance(m.get("m"), mx.array)
+        if dora:
+            tensors["m"] = m["m"]
+        found.append(
+            _Live(
+                path=path,
+                module=m,
+                kind=_kind_of(m, a),
+                variant="dora" if dora else "lora",
+                rank=_rank_of(a, b),
+                scale=_coerce_scale(getattr(m, "scale", 1.0)),
+                dropout=_read_dropout(m),
+                tensors=tensors,
+            )
+        )
+    found.sort(key=lambda x: _natural_key(x.path))
+    return found
+
+
+def _natural_key(path: str) -> list[tuple[int, int | str]]:
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.split(".")]
+
+
+def _wrapped_base_name(name: str, wrappers: set[str]) -> str:
+    """``q_proj.linear.bias`` -> ``q_proj.bias`` when ``q_proj`` is a LoRA wrapper."""
+    parts = name.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] in ("linear", "embedding") and ".".join(parts[:i]) in wrappers:
+            return ".".join(parts[:i] + parts[i + 1 :])
+    return name
+
+
+def _is_adapter_param(name: str, wrappers: set[str]) -> bool:
+    """Whether ``name`` is a LoRA factor or DoRA magnitude of one of ``wrappers``."""
+    parts = name.split(".")
+    for i in range(len(parts)):
+        if parts[i] in ("lora_a", "lora_b", "m") and ".".join(parts[:i]) in wrappers:
+            return True
+    return False
+
+
+def _base_params(model: nn.Module) -> list[tuple[str, Any]]:
+    """The base's parameters under their base names (wrapper segments removed)."""
+    wrappers = {x.path for x in live_adapters(model)}
+    return [
+        (_wrapped_base_name(name, wrappers), value)
+        for name, value in tree_flatten(model.parameters())
+        if not _is_adapter_param(name, wrappers)
+    ]
+
+
+def base_fingerprint(model: nn.Module) -> str:
+    """A hash of the base's structure (parameter names, shapes, dtypes), adapters left out.
+
+    The same before and after wrapping; it differs between a float and a quantized base.
+    """
+    rows = sorted(f"{n}:{tuple(v.shape)}:{v.dtype}" for n, v in _base_params(model))
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()
+
+
+def _layer_count(model: nn.Module) -> int:
+    for attr in ("layers",):
+        layers = getattr(model, attr, None)
+        if isinstance(layers, list):
+            return len(layers)
+    for candidate in ("model", "language_model"):
+        inner = getattr(model, candidate, None)
+        if isinstance(inner, nn.Module):
+            n = _layer_count(inner)
+            if n > 0:
+                return n
+    return -1
+
+
+def _most_common(values: list[Any]) -> Any:
+    counts = Counter(json.dumps(v) for v in values)
+    best = counts.most_common(1)[0][0]
+    return json.loads(best)
+
+
+def _quantization_of(modules: list[_Live]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for x in modules:
+        base = x.module.get("linear") if isinstance(x.module, nn.Module) else None
+        if base is None:
+            base = x.module.get("embedding")
+        bits = getattr(base, "bits", None)
+        if bits:
+            out[x.path] = {
+                "bits": int(bits),
+                "group_size": int(getattr(base, "group_size", 0)),
+                "mode": str(getattr(base, "mode", "affine")),
+            }
+    return out
+
+
+def _build_config(
+    model: nn.Module,
+    modules: list[_Live],
+    caller: Mapping[str, Any] | None,
+    *,
+    kind: str,
+    full_tensors: list[str],
+    save_id: str,
+) -> dict[str, Any]:
+    cfg = {k: v for k, v in dict(caller or {}).items() if k not in _OWNED_FIELDS}
+    if not isinstance(cfg, dict):
+        raise SaveError("config must be a mapping")
+    paths = [x.path for x in modules]
+    cfg["fine_tune_type"] = "dora" if any(x.variant == "dora" for x in modules) else "lora"
+    cfg["num_layers"] = _layer_count(model)
+    rank = _most_common([x.rank for x in modules])
+    scale = _most_common([x.scale for x in modules])
+    dropout = _most_common([x.dropout for x in modules])
+    cfg["lora_parameters"] = {"rank": rank, "scale": scale, "dropout": dropout, "keys": paths}
+    cfg["rank"], cfg["scale"], cfg["dropout"] = rank, scale, dropout
+    ours: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": kind,
+        "save_id": save_id,
+        "base_fingerprint": base_fingerprint(model),
+        "modules": {
+            x.path: {
+                "kind": x.kind,
+                "variant": x.variant,
+                "rank": x.rank,
+                "scale": x.scale,
+                "dropout": x.dropout,
+            }
+            for x in modules
+        },
+    }
+    quant = _quantization_of(modules)
+    if quant:
+        ours["base_quantization"] = quant
+    if full_tensors:
+        ours["full_tensors"] = full_tensors
+    cfg["adapterscan"] = ours
+    return cfg
+
+
+def _write(
+    path: str | os.PathLike[str],
+    weights: dict[str, Any],
+    cfg: dict[str, Any],
+) -> Scan:
+    ours = cfg["adapterscan"]
+    metadata = {
+        "format": "mlx",
+        "adapterscan_schema": str(SCHEMA_VERSION),
+        "adapterscan_save_id": ours["save_id"],
+        "base_fingerprint": ours["base_fingerprint"],
+        "fine_tune_type": cfg["fine_tune_type"],
+    }
+    mx.eval(list(weights.values()))
+
+    def write_weights(p: Path) -> None:
+        mx.save_safetensors(str(p), weights, metadata=metadata)
+
+    def write_config(p: Path) -> None:
+        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    target = Path(path)
+    replace_files(target, {WEIGHTS_NAME: write_weights, CONFIG_NAME: write_config})
+    return scan(target)
+
+
+def save_adapters(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    config: Mapping[str, Any] | None = None,
+) -> Scan:
+    """Save exactly the adapter tensors of ``model`` and a complete ``adapter_config.json``.
+
+    Exported: ``lora_a``/``lora_b`` of every module owning both (whatever its class), and ``m``
+    of DoRA modules; never base weights, quantization tensors, half pairs or look-alike names.
+    The config is mlx-lm's schema (stock ``mlx_lm`` ``load_adapters`` reads it) with
+    ``fine_tune_type`` and ``lora_parameters`` taken from the live modules, ``keys`` set to the
+    exact saved module paths, top-level ``rank``/``scale``/``dropout`` mirrors, and an
+    ``adapterscan`` block with the per-module rank, scale and dropout, a schema version, a save
+    id (also in the safetensors metadata) and a fingerprint of the base. Caller values for those
+    fields are replaced by the live ones; other caller fields are kept.
+
+    Both files land together or not at all, even if the process is killed; saving into the
+    folder the adapter was loaded from works.
+
+    Args:
+        model: A model with LoRA/DoRA wrappers (mlx-lm's or any module owning the pair).
+        path: The adapter folder (created if needed; its other files are kept).
+        config: Extra config fields to keep (e.g. the training arguments).
+
+    Returns:
+        The scan of what was written.
+
+    Raises:
+        SaveError: The model has no LoRA modules (see :func:`save_trainable_adapters`).
+    """
+    modules = live_adapters(model)
+    if not modules:
+        raise SaveError(
+            "the model has no LoRA/DoRA modules (no module owns both lora_a and lora_b); "
+            "nothing was written. Use save_trainable_adapters for full or continued training."
+        )
+    weights = {_join(x.path, leaf): t for x in modules for leaf, t in x.tensors.items()}
+    cfg = _build_config(
+        model, modules, config, kind="lora", full_tensors=[], save_id=uuid.uuid4().hex
+    )
+    return _write(path, weights, cfg)
+
+
+def save_trainable_adapters(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    config: Mapping[str, Any] | None = None,
+) -> Scan:
+    """Save the adapter tensors plus every trainable non-LoRA tensor (continued pretraining).
+
+    Trainable tensors outside the LoRA pairs (norms, embeddings, biases of wrapped layers) are
+    saved under their base names and listed in the config's ``adapterscan.full_tensors``;
+    the base weights inside LoRA wrappers are never saved. Stock mlx-lm cannot load such an
+    adapter (it refuses non-LoRA tensors); :func:`load_adapters` can.
+
+    Raises:
+        SaveError: Nothing is trainable and there is no LoRA module.
+    """
+    modules = live_adapters(model)
+    wrappers = {x.path for x in modules}
+    lora_names = {_join(x.path, leaf) for x in modules for leaf in x.tensors}
+    extra: dict[str, Any] = {}
+    for name, value in tree_flatten(model.trainable_parameters()):
+        if name in lora_names:
+            continue
+        base_name = _wrapped_base_name(name, wrappers)
+        module, _, leaf = base_name.rpartition(".")
+        if module in wrappers and leaf in ("weight", "scales", "biases"):
+            continue  # a base weight leaked into the trainable set: never saved
+        extra[base_name] = value
+    if not modules and not extra:
+        raise SaveError(
+            "nothing is trainable and the model has no LoRA modules; nothing was written"
+        )
+    weights = {_join(x.path, leaf): t for x in modules for leaf, t in x.tensors.items()}
+    weights.update(extra)
+    full = sorted(extra, key=_natural_key)
+    if modules:
+        cfg = _build_config(
+            model, modules, config, kind="trainable", full_tensors=full, save_id=uuid.uuid4().hex
+        )
+    else:
+        cfg = {k: v for k, v in dict(config or {}).items() if k not in _OWNED_FIELDS}
+        cfg["fine_tune_type"] = "full"
+        cfg["num_layers"] = _layer_count(model)
+        cfg["adapterscan"] = {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "trainable",
+            "save_id": uuid.uuid4().hex,
+            "base_fingerprint": base_fingerprint(model),
+        }
+    return _write(path, weights, cfg)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+class _Spec(NamedTuple):
+    """What to build at one module path."""
+
+    path: str
+    kind: str
+    variant: str
+    layout: str
+    rank: int
+    scale: float | list[float]
+    dropout: float
+    keys: list[str]
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any, what: str, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise config_error(f"{what} must be a number, found {value!r}", path, what)
+    return float(value)
+
+
+def _specs(s: Scan, scale: float | None, skip: set[str]) -> list[_Spec]:
+    cfg = s.config or {}
+    cfg_path = s.config_path or ""
+    lp = _mapping(cfg.get("lora_parameters"))
+    ours = _mapping(cfg.get("adapterscan"))
+    per_module = _mapping(ours.get("modules"))
+    unsloth_scales = _mapping(cfg.get("unsloth_mlx_lora_module_scales"))
+    global_scale = lp.get(
+        "scale", cfg.get("scale") if s.config_schema != "mlx_vlm_legacy" else None
+    )
+    global_dropout = lp.get("dropout", cfg.get("dropout", 0.0))
+    dora = s.fine_tune_type == "dora"
+    specs = []
+    for path, m in s.modules.items():
+        if path in skip:
+            continue
+        entry = _mapping(per_module.get(path))
+        raw_scale = entry.get("scale", unsloth_scales.get(path, global_scale))
+        if raw_scale is None:
+            if scale is None:
+                hint = (
+                    " (mlx-vlm < 0.6 stored `alpha`, which meant the scale up to 0.4.4 and "
+                    "alpha/rank from 0.5.0)"
+                    if s.config_schema == "mlx_vlm_legacy"
+                    else ""
+                )
+                raise config_error(
+                    f"no scale for {path}: the adapter config does not record one{hint}; "
+                    "pass scale= to load_adapters",
+                    cfg_path,
+                    "lora_parameters.scale",
+                )
+            module_scale: float | list[float] = float(scale)
+        elif isinstance(raw_scale, list):
+            module_scale = [_number(v, "scale", cfg_path) for v in raw_scale]
+        else:
+            module_scale = _number(raw_scale, "scale", cfg_path)
+            if scale is not None and abs(float(scale) - module_scale) > 1e-12 * max(
+                1.0, abs(module_scale)
+            ):
+                raise config_error(
+                    f"scale={scale} contradicts the adapter's recorded scale {module_scale} "
+                    f"for {path}",
+                    cfg_path,
+                    "lora_parameters.scale",
+                )
+        if m.rank is None:
+            raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
+        specs.append(
+            _Spec(
+                path=path,
+                kind=m.kind,
+                variant="dora" if (m.variant == "dora" or dora) and m.kind != "switch" else "lora",
+                layout=m.layout,
+                rank=int(m.rank),
+                scale=module_scale,
+                dropout=_number(entry.get("dropout", global_dropout), "dropout", cfg_path),
+                keys=list(m.keys),
+            )
+        )
+    return specs
+
+
+def _empty_report(s: Scan) -> Report:
+    return _check(s, ExpectedModules([], None, "nothing"))
+
+
+def _resolve(model: nn.Module, path: str) -> tuple[Any, str | int, Any]:
+    """Parent container, key in it, and the child at ``path`` (list indices allowed)."""
+    parent: Any = model
+    parts = path.split(".")
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+    last: str | int = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+    return parent, last, parent[last]
+
+
+def _wrapper_classes() -> dict[str, Any]:
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    return {
+        "LoRALinear": LoRALinear,
+        "DoRALinear": DoRALinear,
+        "LoRASwitchLinear": LoRASwitchLinear,
+        "LoRAEmbedding": LoRAEmbedding,
+        "DoRAEmbedding": DoRAEmbedding,
+    }
+
+
+def _from_base(cls: Any, base: Any, spec: _Spec) -> Any:
+    scale = spec.scale if isinstance(spec.scale, float) else mx.array(spec.scale)
+    try:
+        return cls.from_base(base, r=spec.rank, dropout=spec.dropout, scale=scale)
+    except TypeError as e:
+        # Older mlx-lm: from_base(linear, rank) without scale/dropout keywords.
+        if not any(w in str(e) for w in ("scale", "dropout", "unexpected keyword")):
+            raise
+        wrapper = cls.from_base(base, spec.rank)
+        wrapper.scale = scale
+        wrapper.dropout = nn.Dropout(p=spec.dropout)
+        return wrapper
+
+
+def _build(model: nn.Module, spec: _Spec) -> Any:
+    classes = _wrapper_classes()
+    parent, key, child = _resolve(model, spec.path)
+    if type(child).__name__ in classes:
+        want = ("DoRA" if spec.variant == "dora" else "LoRA") in type(child).__name__
+        if not want:
+            raise AdapterScanError(
+                f"{spec.path} is already wrapped by {type(child).__name__}; "
+                f"the adapter needs {spec.variant}"
+            )
+        base = child.get("linear") if child.get("linear") is not None else child.get("embedding")
+    else:
+        base = child
+    switch = _switch_classes()
+    if spec.variant == "lora" and hasattr(base, "to_lora"):
+        wrapper = base.to_lora(r=spec.rank, scale=spec.scale, dropout=spec.dropout)
+    elif switch and isinstance(base, switch):
+        if spec.variant == "dora":
+            raise AdapterScanError(f"{spec.path}: mlx-lm has no DoRA for SwitchLinear")
+        wrapper = _from_base(classes["LoRASwitchLinear"], base, spec)
+    elif isinstance(base, (nn.Linear, nn.QuantizedLinear)):
+        cls = classes["DoRALinear" if spec.variant == "dora" else "LoRALinear"]
+        wrapper = _from_base(cls, base, spec)
+    elif isinstance(base, (nn.Embedding, nn.QuantizedEmbedding)):
+        cls = classes["DoRAEmbedding" if spec.variant == "dora" else "LoRAEmbedding"]
+        wrapper = _from_base(cls, base, spec)
+    else:
+        raise AdapterScanError(f"{spec.path}: cannot attach LoRA to a {type(base).__name__}")
+    if isinstance(parent, list):
+        parent[int(key)] = wrapper
+    else:
+        setattr(parent, str(key), wrapper)
+    return wrapper
+
+
+def _adapted_tensor(spec: _Spec, key: str, value: Any) -> tuple[str, Any]:
+    """The live parameter name and value for a saved key (legacy layouts converted)."""
+    leaf = key[len(spec.path) + 1 :] if spec.path else key
+    if spec.layout == "mlx_switch_legacy" and leaf == "lora_a" and value.ndim == 2:
+        return _join(spec.path, "lora_a"), None  # reshaped once lora_b's shape is known
+    if spec.layout == "mlx_layer" and leaf in ("lora_a.weight", "lora_b.weight"):
+        return _join(spec.path, leaf.split(".")[0]), value.T
+    if spec.layout == "mlx_vlm_legacy" and leaf in ("A", "B"):
+        return _join(spec.path, "lora_a" if leaf == "A" else "lora_b"), value
+    return _join(spec.path, leaf), value
+
+
+def load_adapters(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    scale: float | None = None,
+    verify_data: bool = False,
+    return_report: bool = False,
+) -> Any:
+    """Load an adapter into ``model``: check first, rebuild wrappers, bind strictly, freeze.
+
+    1. The adapter's headers and config are checked against the live model; with ``strict``
+       any missing, unexpected or mis-shaped tensor (or error problem) raises
+       :class:`AdapterMismatchError` with the full report before a tensor byte is read.
+    2. Wrappers are built with mlx-lm's classes at exactly the saved module paths (config keys,
+       or the tensor names when there is no config): Linear/QuantizedLinear -> LoRALinear or
+       DoRALinear, SwitchLinear/QuantizedSwitchLinear -> LoRASwitchLinear, Embedding and
+       QuantizedEmbedding -> LoRAEmbedding or DoRAEmbedding, or a module's own ``to_lora``;
+       an existing wrapper is reused, never nested. Each module gets its own rank and scale.
+    3. Exactly the adapter tensors are bound (legacy 2-D switch ``lora_a``, layer-wrapped and
+       mlx-vlm ``A``/``B`` factors are converted), and every wrapper is verified to have
+       received every factor; declared full tensors (``save_trainable_adapters``) are bound to
+       their base parameters.
+    4. The base is frozen, adapter parameters stay trainable, and the model is put in eval mode.
+
+    Args:
+        model: The base model (plain, or wrapped from an earlier load).
+        path: Adapter folder, file or shard index.
+        strict: Refuse an adapter that does not fit. With False, the modules that fit are
+            loaded and the rest are skipped (see ``return_report``).
+        scale: The scale to use when the config records none (legacy adapters without config).
+        verify_data: Refuse tensors holding NaN or Inf (reads the adapter's data).
+        return_report: Return ``(model, report)`` instead of ``model``.
+
+    Returns:
+        The model (modified in place), or ``(model, report)``.
+
+    Raises:
+        AdapterMismatchError: The adapter does not fit (strict), carrying the full report.
+        AdapterDataError: ``verify_data`` found non-finite values.
+        ConfigError: The config is malformed or no scale is known.
+        AdapterScanError: The files cannot be read (a subclass naming the cause).
+    """
+    s = scan(path)
+    if s.format == "peft":
+        raise AdapterScanError(
+            f"{s.path} is a PEFT adapter; convert it with `adapterscan convert --to mlx` first"
+        )
+    report = _check(s, expected_modules(model))
+    if strict and not report.ok:
+        raise AdapterMismatchError(f"{s.path} does not fit the model", report)
+
+    bad_keys = set(report.missing) | set(report.unexpected)
+    bad_keys |= {m.key for m in report.shape_mismatch}
+    error_paths = {p.path for p in report.problems if p.severity == "error" and p.path}
+    # A bad key belongs to the module path before its leaf (`x.lora_b`, `x.lora_a.weight`).
+    bad_modules = {k.rsplit(".", n)[0] for k in bad_keys for n in (1, 2) if "." in k}
+    skip = {
+        p
+        for p, m in s.modules.items()
+        if p in error_paths or p in bad_modules or any(k in bad_keys for k in m.keys)
+    }
+    full_tensors: list[str] = []
+    declared = _mapping((s.config or {}).get("adapterscan")).get("full_tensors")
+    if isinstance(declared, list):
+        full_tensors = [t for t in declared if t not in bad_keys]
+    if s.fine_tune_type == "full":
+        full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
+    specs = _specs(s, scale, skip)
+
+    # Read (lazily) exactly the tensors to bind, and verify them before touching the model.
+    wanted = {k for spec in specs for k in spec.keys} | set(full_tensors)
+    saved: dict[str, Any] = {}
+    for f in s.files:
+        if wanted.isdisjoint(_file_keys(s, f.path)):
+            continue
+        arrays: Any = mx.load(f.path)
+        saved.update({k: v for k, v in arrays.items() if k in wanted})
+    if verify_data:
+        bad = [k for k, v in saved.items() if not bool(mx.all(mx.isfinite(v)).item())]
+        if bad:
+            raise AdapterDataError(
+                f"{len(bad)} tensors hold NaN or Inf: {', '.join(sorted(bad))}", sorted(bad)
+            )
+
+    wrappers = {spec.path: _build(model, spec) for spec in specs}
+    pairs: list[tuple[str, Any]] = []
+    for spec in specs:
+        legacy_a = None
+        for key in spec.keys:
+            name, value = _adapted_tensor(spec, key, saved[key])
+            if value is None:
+                legacy_a = saved[key]
+                continue
+            pairs.append((name, value))
+        if legacy_a is not None:
+            e = wrappers[spec.path].lora_a.shape[0]
+            pairs.append((_join(spec.path, "lora_a"), legacy_a.reshape(e, spec.rank, -1)))
+    live_names = {n: tuple(v.shape) for n, v in tree_flatten(model.parameters())}
+    for base_name in full_tensors:
+        pairs.append((_live_name(base_name, wrappers), saved[base_name]))
+    problems = [
+        f"{n}: not a parameter of the model"
+        if n not in live_names
+        else f"{n}: shape {tuple(v.shape)} != {live_names[n]}"
+        for n, v in pairs
+        if live_names.get(n) != tuple(v.shape)
+    ]
+    # Every factor of every new wrapper must receive a saved tensor: nothing stays at its init.
+    expected_names = {n for n in live_names if _is_adapter_param(n, set(wrappers))}
+    bound = {n for n, _ in pairs}
+    problems += [f"{n}: no saved tensor for this factor" for n in sorted(expected_names - bound)]
+    if problems:
+        raise AdapterScanError(
+            f"{s.path}: binding failed, the model was left with unbound wrappers: "
+            + "; ".join(problems[:10])
+        )
+    model.load_weights(pairs, strict=False)
+    mx.eval([v for _, v in pairs])
+
+    model.freeze()
+    for spec in specs:
+        keys = ["lora_a", "lora_b"] + (["m"] if spec.variant == "dora" else [])
+        wrappers[spec.path].unfreeze(keys=keys, recurse=False)
+    for base_name in full_tensors:
+        module_path, _, leaf = _live_name(base_name, wrappers).rpartition(".")
+        owner = _resolve(model, module_path)[2] if module_path else model
+        owner.unfreeze(keys=[leaf], recurse=False)
+    model.eval()
+    return (model, report) if return_report else model
+
+
+def _file_keys(s: Scan, file: str) -> set[str]:
+    return {name for name, t in s.tensors.items() if t.file == file}
+
+
+def _live_name(base_name: str, wrappers: Mapping[str, Any]) -> str:
+    """``q_proj.bias`` -> ``q_proj.linear.bias`` when ``q_proj`` is now a LoRA wrapper."""
+    module, _, leaf = base_name.rpartition(".")
+    wrapper = wrappers.get(module)
+    if wrapper is None:
+        return base_name
+    inner = "embedding" if wrapper.get("embedding") is not None else "linear"
+    return f"{module}.{inner}.{leaf}"
