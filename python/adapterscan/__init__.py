@@ -45,8 +45,8 @@ from .errors import AdapterDataError, AdapterMismatchError, SaveError
 
 __all__ = [
     "AdapterDataError",
-    "AdapterMismatchError",
     "AdapterFileError",
+    "AdapterMismatchError",
     "AdapterScanError",
     "CheckResult",
     "ConfigError",
