@@ -40,6 +40,7 @@ from ._core import (
     __version__,
     dtypes,
 )
+from ._repair import repair
 from ._scan import Scan, TensorInfo, scan
 from .errors import AdapterDataError, AdapterMismatchError, SaveError
 
@@ -86,5 +87,6 @@ __all__ = [
     "check",
     "dtypes",
     "read_base",
+    "repair",
     "scan",
 ]

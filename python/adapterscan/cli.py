@@ -81,6 +81,21 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--config", metavar="FILE", help="use this adapter_config.json")
     chk.add_argument("--all", action="store_true", help="list everything, unsummarised")
 
+    rep = sub.add_parser(
+        "repair",
+        help="rewrite an incomplete or stale adapter_config.json from the tensors",
+        description=(
+            "Rewrite adapter_config.json from what the tensors prove (ranks, DoRA, exact module "
+            "paths), keeping scale and dropout from the old config (or --scale) and a backup of "
+            "it, atomically. Exit 0 when the repaired adapter has no errors, 1 when some remain, "
+            "2 when it cannot be read or no scale is known."
+        ),
+    )
+    rep.add_argument("adapter", help="adapter folder")
+    rep.add_argument("--scale", type=float, help="scale to record where the config has none")
+    rep.add_argument("--base", metavar="BASE_DIR", help="base model folder (for num_layers)")
+    rep.add_argument("--json", action="store_true", help="print the repaired scan as JSON")
+
     demo = sub.add_parser(
         "demo",
         help="build small real adapters with mlx-lm and inspect them (needs adapterscan[mlx])",
@@ -125,6 +140,19 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
+def _repair(args: argparse.Namespace) -> int:
+    from ._repair import repair
+
+    result = repair(args.adapter, scale=args.scale, base=args.base)
+    if args.json:
+        sys.stdout.write(result.to_json(pretty=True) + "\n")
+    else:
+        from ._render import render_scan
+
+        render_scan(result)
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -146,8 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "check":
             return _check(args)
+        if args.command == "repair":
+            return _repair(args)
         return _demo(args)
     except AdapterScanError as e:
+        print(f"adapterscan: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
         print(f"adapterscan: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except ImportError as e:

@@ -1,0 +1,167 @@
+"""Rewrite an adapter's config from what its tensors prove (no MLX needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ._atomic import replace_files
+from ._check import read_base
+from ._scan import Scan, scan
+from .errors import config_error
+
+CONFIG_NAME = "adapter_config.json"
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _most_common(values: list[Any]) -> Any:
+    return Counter(values).most_common(1)[0][0]
+
+
+def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
+    path = folder / CONFIG_NAME
+    if not path.exists():
+        return {}, None
+    raw = path.read_bytes()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}, raw
+    return (value if isinstance(value, dict) else {}), raw
+
+
+def _recorded_scale(cfg: dict[str, Any], path: str) -> float | None:
+    ours = cfg.get("adapterscan")
+    if isinstance(ours, dict):
+        entry = (ours.get("modules") or {}).get(path)
+        if isinstance(entry, dict) and isinstance(entry.get("scale"), (int, float)):
+            return float(entry["scale"])
+    unsloth = cfg.get("unsloth_mlx_lora_module_scales")
+    if isinstance(unsloth, dict) and isinstance(unsloth.get(path), (int, float)):
+        return float(unsloth[path])
+    lp = cfg.get("lora_parameters")
+    for source in (lp if isinstance(lp, dict) else {}, cfg):
+        value = source.get("scale")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def repair(
+    path: str | os.PathLike[str],
+    *,
+    scale: float | None = None,
+    base: str | os.PathLike[str] | None = None,
+) -> Scan:
+    """Rewrite ``adapter_config.json`` from the tensors, keeping a backup of the old one.
+
+    Ranks, kinds, DoRA and the exact module paths come from the safetensors headers; the scale
+    and dropout come from the old config (per module where recorded) or ``scale``; the number of
+    layers from ``base`` when given. Unrelated fields of the old config are kept. The new config
+    and the backup (``adapter_config.json.bak-<time>``) land together, atomically.
+
+    Args:
+        path: The adapter folder.
+        scale: The scale to record where the old config has none.
+        base: A base model folder, to take the layer count from.
+
+    Returns:
+        The scan of the repaired adapter.
+
+    Raises:
+        ConfigError: No scale is known for some module.
+        AdapterScanError: The adapter cannot be read.
+    """
+    folder = Path(path)
+    s = scan(folder, read_config=False)
+    old, raw = _old_config(folder)
+    modules = list(s.modules.values())
+    if not modules:
+        raise config_error(f"{folder}: no LoRA modules to describe", str(folder / CONFIG_NAME))
+    entries: dict[str, dict[str, Any]] = {}
+    lp_old = _mapping(old.get("lora_parameters"))
+    dropout = lp_old.get("dropout", old.get("dropout", 0.0))
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
+        dropout = 0.0
+    for m in modules:
+        module_scale = _recorded_scale(old, m.path)
+        if module_scale is None:
+            module_scale = scale
+        if module_scale is None:
+            raise config_error(
+                f"no scale is recorded for {m.path} and none was given: pass --scale",
+                str(folder / CONFIG_NAME),
+                "lora_parameters.scale",
+            )
+        entries[m.path] = {
+            "kind": m.kind,
+            "variant": m.variant,
+            "rank": m.rank,
+            "scale": module_scale,
+            "dropout": float(dropout),
+        }
+    if base is not None:
+        layers = read_base(base).layers()
+        num_layers = layers[1] if layers else -1
+    elif isinstance(old.get("num_layers"), int):
+        num_layers = old["num_layers"]
+    else:
+        num_layers = -1
+    cfg = {
+        k: v
+        for k, v in old.items()
+        if k
+        not in (
+            "lora_layers",
+            "use_dora",
+            "unsloth_mlx_lora_module_paths",
+            "unsloth_mlx_lora_module_ranks",
+            "unsloth_mlx_lora_module_scales",
+        )
+    }
+    paths = [m.path for m in modules]
+    rank = _most_common([e["rank"] for e in entries.values()])
+    common_scale = _most_common([e["scale"] for e in entries.values()])
+    cfg["fine_tune_type"] = "dora" if any(m.variant == "dora" for m in modules) else "lora"
+    cfg["num_layers"] = num_layers
+    cfg["lora_parameters"] = {
+        "rank": rank,
+        "scale": common_scale,
+        "dropout": float(dropout),
+        "keys": paths,
+    }
+    cfg["rank"], cfg["scale"], cfg["dropout"] = rank, common_scale, float(dropout)
+    meta = s.files[0].metadata or {} if s.files else {}
+    previous = _mapping(old.get("adapterscan"))
+    cfg["adapterscan"] = {
+        **previous,
+        "schema_version": 1,
+        "kind": previous.get("kind", "lora"),
+        "save_id": meta.get("adapterscan_save_id", previous.get("save_id")),
+        "modules": entries,
+        "repaired": True,
+    }
+    if cfg["adapterscan"]["save_id"] is None:
+        del cfg["adapterscan"]["save_id"]
+
+    def write_config(p: Path) -> None:
+        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    writers = {CONFIG_NAME: write_config}
+    if raw is not None:
+        backup = f"{CONFIG_NAME}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+        old_bytes = raw
+
+        def write_backup(p: Path) -> None:
+            p.write_bytes(old_bytes)
+
+        writers[backup] = write_backup
+    replace_files(folder, writers)
+    return scan(folder)
