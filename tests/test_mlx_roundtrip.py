@@ -299,3 +299,13 @@ def test_no_config_needs_a_scale(tmp_path: Path) -> None:
         am.load_adapters(fresh(LLAMA), tmp_path / "a")
     reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "a", scale=5.0)
     assert max_diff(before, logits(reloaded)) == 0.0
+
+
+def test_qlora_adapter_on_a_float_base_warns(tmp_path: Path) -> None:
+    import adapterscan.mlx as am
+
+    model = trained(LLAMA, quantize=True, num_layers=1, rank=4, keys=["self_attn.q_proj"])
+    am.save_adapters(model, tmp_path / "q")
+    am.load_adapters(fresh(LLAMA, quantize=True), tmp_path / "q")  # same base: silent
+    with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit"):
+        am.load_adapters(fresh(LLAMA), tmp_path / "q")

@@ -42,13 +42,14 @@ from ._core import (
 )
 from ._repair import repair
 from ._scan import Scan, TensorInfo, scan
-from .errors import AdapterDataError, AdapterMismatchError, SaveError
+from .errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning, SaveError
 
 __all__ = [
     "AdapterDataError",
     "AdapterFileError",
     "AdapterMismatchError",
     "AdapterScanError",
+    "BaseMismatchWarning",
     "CheckResult",
     "ConfigError",
     "DuplicateKeyError",

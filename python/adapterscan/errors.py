@@ -64,6 +64,10 @@ class SaveError(AdapterScanError, ValueError):
     code = "save_error"
 
 
+class BaseMismatchWarning(UserWarning):
+    """The adapter was saved from a base of another structure (e.g. 4-bit vs float weights)."""
+
+
 def config_error(message: str, path: str = "", field: str | None = None) -> ConfigError:
     """A ConfigError carrying the same attributes as the native ones."""
     err = ConfigError(message)

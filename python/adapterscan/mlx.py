@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import uuid
+import warnings
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,7 +34,13 @@ from ._check import Report
 from ._check import check as _check
 from ._core import AdapterScanError, ExpectedModules
 from ._scan import Scan, scan
-from .errors import AdapterDataError, AdapterMismatchError, SaveError, config_error
+from .errors import (
+    AdapterDataError,
+    AdapterMismatchError,
+    BaseMismatchWarning,
+    SaveError,
+    config_error,
+)
 
 __all__ = [
     "check",
@@ -739,6 +746,15 @@ def load_adapters(
     if s.fine_tune_type == "full":
         full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
     specs = _specs(s, scale, skip)
+    recorded = _mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
+    if isinstance(recorded, str) and recorded != base_fingerprint(model):
+        warnings.warn(
+            f"{s.path} was saved from a base of another structure (parameter names, shapes or "
+            "dtypes differ: e.g. a 4-bit base and a float one); its tensors fit, but the "
+            "outputs may differ from the trained model's",
+            BaseMismatchWarning,
+            stacklevel=2,
+        )
 
     # Read (lazily) exactly the tensors to bind, and verify them before touching the model.
     wanted = {k for spec in specs for k in spec.keys} | set(full_tensors)
