@@ -309,3 +309,76 @@ def test_qlora_adapter_on_a_float_base_warns(tmp_path: Path) -> None:
     am.load_adapters(fresh(LLAMA, quantize=True), tmp_path / "q")  # same base: silent
     with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit"):
         am.load_adapters(fresh(LLAMA), tmp_path / "q")
+
+
+def test_layer_wrapped_factors_load_transposed(tmp_path: Path) -> None:
+    """`lora_a.weight` (r, in) / `lora_b.weight` (out, r): halves stored as Linear layers."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    import adapterscan.mlx as am
+
+    model = trained(LLAMA, num_layers=1, rank=4, scale=3.0, keys=["self_attn.q_proj"])
+    before = logits(model)
+    am.save_adapters(model, tmp_path / "a")
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    layer = {k + ".weight": v.T for k, v in weights.items()}
+    mx.save_safetensors(str(tmp_path / "a" / "adapters.safetensors"), layer)
+    s = adapterscan.scan(tmp_path / "a")
+    assert {m.layout for m in s.modules.values()} == {"mlx_layer"}
+    reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "a")
+    assert max_diff(before, logits(reloaded)) == 0.0
+
+
+def test_mlx_vlm_legacy_adapter_into_a_vlm_root(tmp_path: Path) -> None:
+    """mlx-vlm < 0.6: `language_model.<path>.A`/`.B` and a flat {rank, alpha, dropout} config."""
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    import adapterscan.mlx as am
+
+    class Vlm(nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.language_model = inner
+
+        def __call__(self, x: Any) -> Any:
+            return self.language_model(x)
+
+    model = Vlm(trained(LLAMA, num_layers=1, rank=4, scale=2.0, keys=["self_attn.q_proj"]))
+    before = logits(model)
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    legacy = {k.replace(".lora_a", ".A").replace(".lora_b", ".B"): v for k, v in weights.items()}
+    (tmp_path / "v").mkdir()
+    mx.save_safetensors(str(tmp_path / "v" / "adapters.safetensors"), legacy)
+    (tmp_path / "v" / "adapter_config.json").write_text(
+        json.dumps({"rank": 4, "alpha": 8, "dropout": 0.0})
+    )
+    with pytest.raises(adapterscan.ConfigError, match="alpha"):
+        am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v")
+    reloaded = am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v", scale=2.0)
+    assert max_diff(before, logits(reloaded)) == 0.0
+
+
+def test_older_from_base_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """mlx-lm versions whose from_base takes only (layer, rank): scale and dropout set after."""
+    from mlx_lm.tuner.lora import LoRALinear
+
+    import adapterscan.mlx as am
+
+    class OldLoRALinear(LoRALinear):
+        @staticmethod
+        def from_base(linear: Any, r: int = 8) -> Any:  # type: ignore[override]
+            return LoRALinear.from_base(linear, r=r, scale=20.0, dropout=0.0)
+
+    classes = am._wrapper_classes()
+    monkeypatch.setattr(am, "_wrapper_classes", lambda: {**classes, "LoRALinear": OldLoRALinear})
+    model = trained(LLAMA, num_layers=1, rank=4, scale=3.0, dropout=0.2, keys=["self_attn.q_proj"])
+    before = logits(model)
+    am.save_adapters(model, tmp_path / "a")
+    reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "a")
+    q = reloaded.model.layers[3].self_attn.q_proj
+    assert q.scale == 3.0
+    assert round(1 - q.dropout._p_1, 6) == 0.2
+    assert max_diff(before, logits(reloaded)) == 0.0
