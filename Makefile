@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install build-dev demo format lint lint-rust lint-python test test-rust test-python clean
+.PHONY: help install build-dev demo format lint lint-rust lint-python test test-rust test-python bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,8 +26,8 @@ demo: build-dev ## build small real adapters with mlx-lm and inspect them
 
 format: install ## format Rust and Python code
 	cargo fmt
-	$(VENV)/bin/ruff format python tests
-	$(VENV)/bin/ruff check --fix python tests
+	$(VENV)/bin/ruff format python tests bench
+	$(VENV)/bin/ruff check --fix python tests bench
 
 lint-rust: install ## cargo fmt --check and clippy (pedantic, warnings are errors)
 	cargo fmt --check
@@ -35,8 +35,8 @@ lint-rust: install ## cargo fmt --check and clippy (pedantic, warnings are error
 	cargo clippy --all-targets --features python -- -D warnings
 
 lint-python: install ## ruff, mypy --strict, and the .pyi checked against the binary
-	$(VENV)/bin/ruff check python tests
-	$(VENV)/bin/ruff format --check python tests
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest adapterscan._core
 
@@ -49,6 +49,10 @@ test-python: build-dev ## pytest (MLX tests run when mlx and mlx-lm are installe
 	$(PY) -m pytest
 
 test: lint test-rust test-python ## everything CI runs
+
+bench: build-dev ## benchmarks against the baselines, interleaved, medians (writes bench/results/)
+	$(PY) -m pip install --quiet "orjson>=3.9" "pysimdjson>=6" "matplotlib>=3.8"
+	$(PY) bench/run.py
 
 clean: ## remove build products and the virtualenv
 	cargo clean

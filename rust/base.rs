@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::{Result, ScanError};
 use crate::header::{read_header, read_small_file, Header, Limits};
 use crate::index::{confine, read_index};
-use crate::lora::{expert_split, looks_like_embedding, natural_cmp, Kind};
+use crate::lora::{expert_split, looks_like_embedding, sort_natural, Kind};
 use crate::problem::{Problem, Severity};
 use crate::scan::{check_index, layer_split};
 
@@ -200,7 +200,7 @@ fn build_targets(
     let mut scales: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for h in headers {
         for t in &h.tensors {
-            params.insert(t.name.clone(), t.shape.clone());
+            params.insert(t.name.clone(), t.shape.to_vec());
             if let Some(m) = t.name.strip_suffix(".scales") {
                 scales.insert(m);
             }
@@ -327,7 +327,7 @@ fn build_targets(
             ),
         ));
     }
-    targets.sort_by(|a, b| natural_cmp(&a.path, &b.path));
+    sort_natural(&mut targets, |t| t.path.as_str());
     Expected {
         source: String::new(),
         targets,

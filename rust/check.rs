@@ -371,11 +371,13 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         for t in &scan.tensors {
             match expected.params.get(&t.name) {
                 None => unexpected.push(t.name.clone()),
-                Some(shape) if *shape != t.shape => mismatches.push(ShapeMismatch {
-                    key: t.name.clone(),
-                    saved: t.shape.clone(),
-                    expected: shape.clone(),
-                }),
+                Some(shape) if shape.as_slice() != t.shape.as_slice() => {
+                    mismatches.push(ShapeMismatch {
+                        key: t.name.clone(),
+                        saved: t.shape.to_vec(),
+                        expected: shape.clone(),
+                    });
+                }
                 Some(_) => {}
             }
         }
@@ -532,12 +534,12 @@ fn finish(
     mut shape_mismatch: Vec<ShapeMismatch>,
     mut problems: Vec<Problem>,
 ) -> Report {
-    use crate::lora::natural_cmp;
-    missing.sort_by(|a, b| natural_cmp(a, b));
+    use crate::lora::{natural_cmp, sort_natural};
+    sort_natural(&mut missing, String::as_str);
     missing.dedup();
-    unexpected.sort_by(|a, b| natural_cmp(a, b));
+    sort_natural(&mut unexpected, String::as_str);
     unexpected.dedup();
-    shape_mismatch.sort_by(|a, b| natural_cmp(&a.key, &b.key));
+    sort_natural(&mut shape_mismatch, |m| m.key.as_str());
     problems.sort_by(|a, b| {
         a.severity.cmp(&b.severity).then_with(|| {
             natural_cmp(

@@ -68,6 +68,9 @@ impl Default for Limits {
     }
 }
 
+/// A tensor shape; up to four dimensions are stored inline (no allocation).
+pub type Shape = smallvec::SmallVec<[u64; 4]>;
+
 /// One tensor entry of a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
@@ -76,7 +79,7 @@ pub struct TensorInfo {
     /// Its dtype.
     pub dtype: Dtype,
     /// Its shape (empty for a scalar).
-    pub shape: Vec<u64>,
+    pub shape: Shape,
     /// Start of its bytes, relative to the data section.
     pub begin: u64,
     /// End (exclusive) of its bytes, relative to the data section.
@@ -468,7 +471,7 @@ struct EntrySeed<'s, 'p> {
     state: &'s mut ParseState<'p>,
 }
 
-type Entry = (Dtype, Vec<u64>, (u64, u64));
+type Entry = (Dtype, Shape, (u64, u64));
 
 impl<'de> DeserializeSeed<'de> for EntrySeed<'_, '_> {
     type Value = Entry;
@@ -488,7 +491,7 @@ impl<'de> Visitor<'de> for EntrySeed<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entry, A::Error> {
         let state = self.state;
         let mut dtype: Option<Dtype> = None;
-        let mut shape: Option<Vec<u64>> = None;
+        let mut shape: Option<Shape> = None;
         let mut offsets: Option<(u64, u64)> = None;
         while let Some(field) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let duplicate = match field.as_ref() {
@@ -705,7 +708,7 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(h.tensors.len(), 2);
         assert_eq!(h.tensors[0].name, "b");
-        assert_eq!(h.tensors[0].shape, vec![2, 3]);
+        assert_eq!(h.tensors[0].shape.as_slice(), &[2, 3]);
         assert_eq!(h.tensors[0].dtype.name(), "F16");
         assert_eq!(h.metadata.as_ref().unwrap()["format"], "pt");
         assert_eq!(h.data_bytes(), 28);
@@ -964,7 +967,7 @@ pub(crate) mod tests {
                 let d = Dtype::from_name(dtype).unwrap();
                 let n = shape.iter().product::<u64>() * d.bits() / 8;
                 obj.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}));
-                expected.push(TensorInfo { name: name.clone(), dtype: d, shape: shape.clone(), begin: offset, end: offset + n });
+                expected.push(TensorInfo { name: name.clone(), dtype: d, shape: shape.iter().copied().collect(), begin: offset, end: offset + n });
                 offset += n;
             }
             let mut text = serde_json::to_string(&obj).unwrap();

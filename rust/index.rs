@@ -12,21 +12,18 @@ use crate::header::{read_small_file, Limits};
 /// A parsed shard index.
 #[derive(Debug, Clone, Default)]
 pub struct ShardIndex {
-    /// `(tensor name, shard file name)` in the order of the index.
-    pub weight_map: Vec<(String, String)>,
+    /// The distinct shard file names, in order of first appearance.
+    pub shards: Vec<String>,
+    /// `(tensor name, index into shards)` in the order of the index.
+    pub weight_map: Vec<(String, u32)>,
     /// `metadata.total_size`, when present and an integer.
     pub total_size: Option<u64>,
 }
 
 impl ShardIndex {
     /// The distinct shard names, in order of first appearance.
-    pub fn shard_names(&self) -> Vec<String> {
-        let mut seen = std::collections::HashSet::new();
-        self.weight_map
-            .iter()
-            .filter(|(_, s)| seen.insert(s.as_str()))
-            .map(|(_, s)| s.clone())
-            .collect()
+    pub fn shard_names(&self) -> &[String] {
+        &self.shards
     }
 }
 
@@ -89,7 +86,7 @@ impl<'de> Visitor<'de> for IndexVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut weight_map: Option<Vec<(String, String)>> = None;
+        let mut weight_map: Option<Interned> = None;
         let mut total_size = None;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -114,7 +111,8 @@ impl<'de> Visitor<'de> for IndexVisitor {
                 }
             }
         }
-        Ok(weight_map.map(|weight_map| ShardIndex {
+        Ok(weight_map.map(|(shards, weight_map)| ShardIndex {
+            shards,
             weight_map,
             total_size,
         }))
@@ -123,8 +121,11 @@ impl<'de> Visitor<'de> for IndexVisitor {
 
 struct WeightMapSeed;
 
+/// Shard names, and `(tensor, shard id)` pairs.
+type Interned = (Vec<String>, Vec<(String, u32)>);
+
 impl<'de> DeserializeSeed<'de> for WeightMapSeed {
-    type Value = Vec<(String, String)>;
+    type Value = Interned;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_map(self)
@@ -132,19 +133,60 @@ impl<'de> DeserializeSeed<'de> for WeightMapSeed {
 }
 
 impl<'de> Visitor<'de> for WeightMapSeed {
-    type Value = Vec<(String, String)>;
+    type Value = Interned;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("`weight_map`: an object mapping tensor names to shard file names")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        // Shard names repeat for every tensor: intern them (consecutive entries usually share one).
+        let mut shards: Vec<String> = Vec::new();
+        let mut ids: foldhash::HashMap<String, u32> = foldhash::HashMap::default();
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut last: Option<u32> = None;
         while let Some(k) = map.next_key::<String>()? {
-            let v: String = map.next_value()?;
-            out.push((k, v));
+            let v: std::borrow::Cow<'de, str> = map.next_value::<CowStr<'de>>()?.0;
+            let id = match last {
+                Some(i) if shards[i as usize] == v.as_ref() => i,
+                _ => {
+                    if let Some(&i) = ids.get(v.as_ref()) {
+                        i
+                    } else {
+                        let i = u32::try_from(shards.len())
+                            .map_err(|_| de::Error::custom("too many shards"))?;
+                        shards.push(v.to_string());
+                        ids.insert(v.into_owned(), i);
+                        i
+                    }
+                }
+            };
+            last = Some(id);
+            out.push((k, id));
         }
-        Ok(out)
+        Ok((shards, out))
+    }
+}
+
+/// A string that borrows from the input when it has no escapes.
+struct CowStr<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(std::borrow::Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 

@@ -7,7 +7,7 @@
 //! linear, embedding, DoRA magnitude, per-expert keys and `target_parameters` wrappers.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -228,7 +228,29 @@ pub(crate) fn looks_like_embedding(path: &str) -> bool {
     EMBEDDING_NAMES.contains(&last)
 }
 
+/// One component of a dotted path, for natural ordering: numbers before names, numbers by value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Segment<'a> {
+    /// A component made of digits (value, then text so `01` and `1` stay distinct).
+    Num(u64, &'a str),
+    /// Any other component.
+    Name(&'a str),
+}
+
+/// The natural sort key of a dotted path.
+pub fn segments(path: &str) -> Vec<Segment<'_>> {
+    path.split('.').map(segment).collect()
+}
+
+fn segment(p: &str) -> Segment<'_> {
+    match p.parse::<u64>() {
+        Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Segment::Num(n, p),
+        _ => Segment::Name(p),
+    }
+}
+
 /// Compare dotted paths with numeric components compared as numbers (`layers.2` < `layers.10`).
+/// The same order as comparing [`segments`], without allocating.
 pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     let mut ia = a.split('.');
     let mut ib = b.split('.');
@@ -238,16 +260,34 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
             (None, Some(_)) => return Ordering::Less,
             (Some(_), None) => return Ordering::Greater,
             (Some(x), Some(y)) => {
-                let ord = match (x.parse::<u64>(), y.parse::<u64>()) {
-                    (Ok(p), Ok(q)) => p.cmp(&q).then_with(|| x.cmp(y)),
-                    _ => x.cmp(y),
-                };
-                if ord != Ordering::Equal {
-                    return ord;
+                if x != y {
+                    let ord = segment(x).cmp(&segment(y));
+                    if ord != Ordering::Equal {
+                        return ord;
+                    }
                 }
             }
         }
     }
+}
+
+/// Sort by a path in natural order, computing each key once (for large lists).
+pub fn sort_natural<T>(items: &mut Vec<T>, path: impl Fn(&T) -> &str) {
+    if items
+        .windows(2)
+        .all(|w| natural_cmp(path(&w[0]), path(&w[1])) != Ordering::Greater)
+    {
+        return;
+    }
+    let mut order: Vec<(Vec<Segment<'_>>, usize)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (segments(path(x)), i))
+        .collect();
+    order.sort_unstable();
+    let order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(order.into_iter().filter_map(|i| slots[i].take()));
 }
 
 #[derive(Default)]
@@ -265,7 +305,7 @@ pub struct InferOptions {
 
 /// Group tensors into modules and infer each one.
 pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
-    let mut groups: HashMap<String, Acc> = HashMap::new();
+    let mut groups: foldhash::HashMap<String, Acc> = foldhash::HashMap::default();
     let mut non_adapter = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
         let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
@@ -294,7 +334,7 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
     };
     let mut families = Vec::new();
     let mut paths: Vec<String> = groups.keys().cloned().collect();
-    paths.sort_by(|a, b| natural_cmp(a, b));
+    sort_natural(&mut paths, String::as_str);
     for path in paths {
         let acc = &groups[&path];
         // A lone `m`, `A` or `B` is some other parameter that happens to share the leaf name.
@@ -346,7 +386,7 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
             .iter()
             .map(|m| tensors[m.3].name.to_string())
             .collect();
-        keys.sort_by(|a, b| natural_cmp(a, b));
+        sort_natural(&mut keys, String::as_str);
         let (module, problems) = analyze(&path, family, acc, tensors, keys, opts);
         out.problems.extend(problems);
         out.modules.push(module);
@@ -941,6 +981,7 @@ pub fn compress_ranges(values: &[u64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn run(spec: &[(&str, &str, &[u64])]) -> Inference {
         run_with(spec, InferOptions::default())

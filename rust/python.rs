@@ -462,7 +462,7 @@ impl PyScan {
                 (
                     t.name.clone(),
                     t.dtype.name(),
-                    t.shape.clone(),
+                    t.shape.to_vec(),
                     (t.begin, t.end),
                     *f,
                 )
@@ -580,7 +580,7 @@ impl PyExpected {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        rows.sort_by(|a, b| crate::lora::natural_cmp(&a.path, &b.path));
+        crate::lora::sort_natural(&mut rows, |t| t.path.as_str());
         Ok(Self {
             inner: Arc::new(Expected {
                 source,

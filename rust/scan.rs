@@ -15,8 +15,8 @@ use crate::error::{Result, ScanError, ShardKeyIssue};
 use crate::header::{read_header, read_small_file, Header, Limits, SymlinkPolicy, TensorInfo};
 use crate::index::{confine, read_index, ShardIndex};
 use crate::lora::{
-    compress_ranges, infer, natural_cmp, Family, InferOptions, Kind, Module, TensorView, Variant,
-    PEFT_PREFIX,
+    compress_ranges, infer, natural_cmp, sort_natural, Family, InferOptions, Kind, Module,
+    TensorView, Variant, PEFT_PREFIX,
 };
 use crate::problem::{Problem, Severity};
 
@@ -598,67 +598,75 @@ pub(crate) fn check_index(
     headers: &[Header],
     problems: &mut Vec<Problem>,
 ) -> Result<()> {
-    let shard_of: HashMap<String, usize> = index
-        .shard_names()
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| (s, i))
-        .collect();
-    let mut stored: HashMap<&str, Vec<usize>> = HashMap::new();
+    // headers[i] is the file of index.shards[i].
+    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
+    let mut stored: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+    stored.reserve(total);
+    let mut twice: Vec<(&str, u32, u32)> = Vec::new();
     for (i, h) in headers.iter().enumerate() {
         for t in &h.tensors {
-            stored.entry(t.name.as_str()).or_default().push(i);
+            if let Some(&first) = stored.get(t.name.as_str()) {
+                twice.push((t.name.as_str(), first, i as u32));
+            } else {
+                stored.insert(t.name.as_str(), i as u32);
+            }
         }
     }
-    let name_of = |i: usize| {
-        headers[i]
-            .path
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    };
+    let name_of = |i: u32| index.shards[i as usize].clone();
     let mut issues = Vec::new();
-    let mut listed: HashSet<&str> = HashSet::with_capacity(index.weight_map.len());
+    let mut found = 0usize;
     for (key, shard) in &index.weight_map {
-        listed.insert(key.as_str());
-        let want = shard_of[shard];
         match stored.get(key.as_str()) {
             None => issues.push(ShardKeyIssue {
                 key: key.clone(),
-                reason: format!("listed in the index under `{shard}`, but no shard holds it"),
-            }),
-            Some(locs) if !locs.contains(&want) => issues.push(ShardKeyIssue {
-                key: key.clone(),
                 reason: format!(
-                    "listed in the index under `{shard}`, but stored in `{}`",
-                    name_of(locs[0])
+                    "listed in the index under `{}`, but no shard holds it",
+                    name_of(*shard)
                 ),
             }),
-            Some(_) => {}
+            Some(&loc) => {
+                found += 1;
+                let elsewhere = loc != *shard
+                    && !twice
+                        .iter()
+                        .any(|(k, _, at)| *k == key.as_str() && at == shard);
+                if elsewhere {
+                    issues.push(ShardKeyIssue {
+                        key: key.clone(),
+                        reason: format!(
+                            "listed in the index under `{}`, but stored in `{}`",
+                            name_of(*shard),
+                            name_of(loc)
+                        ),
+                    });
+                }
+            }
         }
     }
-    let mut extra: Vec<(&str, &Vec<usize>)> = stored.iter().map(|(k, v)| (*k, v)).collect();
-    extra.sort_by(|a, b| natural_cmp(a.0, b.0));
-    for (key, locs) in extra {
-        if locs.len() > 1 {
+    for (key, first, again) in &twice {
+        issues.push(ShardKeyIssue {
+            key: (*key).to_string(),
+            reason: format!(
+                "stored in two shards: `{}` and `{}`",
+                name_of(*first),
+                name_of(*again)
+            ),
+        });
+    }
+    if found != stored.len() {
+        // Some stored keys are not in the index: find them (the slow path, only on error).
+        let listed: foldhash::HashSet<&str> =
+            index.weight_map.iter().map(|(k, _)| k.as_str()).collect();
+        let mut extra: Vec<(&str, u32)> = stored
+            .iter()
+            .filter(|(k, _)| !listed.contains(*k))
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        sort_natural(&mut extra, |e| e.0);
+        for (key, loc) in extra {
             issues.push(ShardKeyIssue {
                 key: key.to_string(),
-                reason: format!(
-                    "stored in {} shards: {}",
-                    locs.len(),
-                    locs.iter()
-                        .map(|&i| format!("`{}`", name_of(i)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
-        if !listed.contains(key) {
-            issues.push(ShardKeyIssue {
-                key: key.to_string(),
-                reason: format!(
-                    "stored in `{}` but not listed in the index",
-                    name_of(locs[0])
-                ),
+                reason: format!("stored in `{}` but not listed in the index", name_of(loc)),
             });
         }
     }
