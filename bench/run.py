@@ -145,10 +145,14 @@ def measure(contenders: dict[str, Callable[[], Any]], runs: int) -> dict[str, fl
 def peak_rss_growth(code: str) -> int:
     """Peak RSS growth (bytes) of running ``code`` in a fresh interpreter after importing."""
     script = (
-        "import resource, adapterscan\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "import adapterscan\n"
+        "def hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            return int(line.split()[1]) * 1024\n"
+        "before = hwm()\n"
         f"{code}\n"
-        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+        "print(hwm() - before)\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return int(out.stdout.split()[-1])

@@ -4,6 +4,8 @@ The scanner reads only safetensors headers (never tensor bytes) and needs no MLX
 ``adapterscan.mlx`` module (``pip install "adapterscan[mlx]"``) works with live MLX models.
 """
 
+from typing import Any
+
 from ._check import Report, ShapeMismatch, check, read_base
 from ._core import (
     AdapterFileError,
@@ -40,7 +42,6 @@ from ._core import (
     __version__,
     dtypes,
 )
-from ._repair import repair
 from ._scan import Scan, TensorInfo, scan
 from .errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning, SaveError
 
@@ -91,3 +92,10 @@ __all__ = [
     "repair",
     "scan",
 ]
+
+
+def repair(*args: Any, **kwargs: Any) -> Scan:
+    """Rewrite an adapter's config from its tensors; see :func:`adapterscan._repair.repair`."""
+    from ._repair import repair as _repair
+
+    return _repair(*args, **kwargs)

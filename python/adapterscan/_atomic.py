@@ -11,8 +11,6 @@ for a shard) and is removed by the next save.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import os
 import shutil
@@ -20,13 +18,16 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 STAGING_MARK = ".adapterscan-tmp-"
 
-_libc: ctypes.CDLL | None = None
+_libc: Any = None
 
 
-def _c_library() -> ctypes.CDLL | None:
+def _c_library() -> Any:
+    import ctypes.util
+
     global _libc
     if _libc is None:
         name = ctypes.util.find_library("c")
@@ -39,6 +40,8 @@ def _c_library() -> ctypes.CDLL | None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically. False when the platform or file system cannot."""
+    import ctypes
+
     libc = _c_library()
     if libc is None:
         return False

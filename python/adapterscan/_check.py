@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Literal, NamedTuple
 
@@ -70,6 +69,8 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON object as a dict."""
+        import json
+
         result: dict[str, Any] = json.loads(self._core.to_json())
         return result
 

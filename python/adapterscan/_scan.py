@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Literal, NamedTuple
 
@@ -95,6 +94,8 @@ class Scan:
             text = self._core.config_json()
             if text is None:
                 return None
+            import json
+
             self._config = json.loads(text)
         return self._config
 
@@ -160,6 +161,8 @@ class Scan:
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON object as a dict."""
+        import json
+
         result: dict[str, Any] = json.loads(self._core.to_json())
         return result
 
