@@ -37,6 +37,13 @@ pub const DTYPES: &[(&str, u64)] = &[
 impl Dtype {
     /// Look a dtype up by its exact name.
     pub fn from_name(name: &str) -> Option<Self> {
+        // The common ones first, without scanning the table.
+        match name {
+            "F32" => return Some(Dtype(DTYPES[17].0)),
+            "BF16" => return Some(Dtype(DTYPES[14].0)),
+            "F16" => return Some(Dtype(DTYPES[13].0)),
+            _ => {}
+        }
         DTYPES
             .iter()
             .find(|(n, _)| *n == name)

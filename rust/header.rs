@@ -592,13 +592,15 @@ fn validate(header: &Header, limits: &Limits) -> Result<()> {
 }
 
 fn check_duplicate_names(header: &Header) -> Result<()> {
-    let mut names: Vec<&str> = header.tensors.iter().map(|t| t.name.as_str()).collect();
-    names.sort_unstable();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ScanError::DuplicateKey {
-            path: header.path.clone(),
-            key: w[0].to_string(),
-        });
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    seen.reserve(header.tensors.len());
+    for t in &header.tensors {
+        if !seen.insert(t.name.as_str()) {
+            return Err(ScanError::DuplicateKey {
+                path: header.path.clone(),
+                key: t.name.clone(),
+            });
+        }
     }
     Ok(())
 }

@@ -9,15 +9,23 @@ use serde::Deserializer as _;
 use crate::error::{Result, ScanError};
 use crate::header::{read_small_file, Limits};
 
-/// A parsed shard index.
+/// A parsed shard index. Tensor names stay in the index text (no string per tensor).
 #[derive(Debug, Clone, Default)]
 pub struct ShardIndex {
+    text: String,
+    entries: Vec<(KeySpan, u32)>,
+    escaped: Vec<String>,
     /// The distinct shard file names, in order of first appearance.
     pub shards: Vec<String>,
-    /// `(tensor name, index into shards)` in the order of the index.
-    pub weight_map: Vec<(String, u32)>,
     /// `metadata.total_size`, when present and an integer.
     pub total_size: Option<u64>,
+}
+
+/// Where a tensor name of the index is: a span of the text, or (when it has escapes) a string.
+#[derive(Debug, Clone, Copy)]
+enum KeySpan {
+    Text(usize, usize),
+    Escaped(usize),
 }
 
 impl ShardIndex {
@@ -25,12 +33,33 @@ impl ShardIndex {
     pub fn shard_names(&self) -> &[String] {
         &self.shards
     }
+
+    /// Number of tensors listed.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no tensor is listed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// `(tensor name, index into shards)`, in the order of the index.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+        self.entries.iter().map(|(k, s)| {
+            let name = match *k {
+                KeySpan::Text(a, b) => &self.text[a..b],
+                KeySpan::Escaped(i) => self.escaped[i].as_str(),
+            };
+            (name, *s)
+        })
+    }
 }
 
 /// Read and parse the index at `path`.
 pub fn read_index(path: &Path, limits: &Limits) -> Result<ShardIndex> {
     let bytes = read_small_file(path, limits, "shard index")?;
-    parse_index(path, &bytes)
+    parse_index_owned(path, bytes)
 }
 
 fn schema_error(path: &Path, message: impl Into<String>) -> ScanError {
@@ -42,15 +71,23 @@ fn schema_error(path: &Path, message: impl Into<String>) -> ScanError {
 
 /// Parse index bytes.
 pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<ShardIndex> {
-    let text = std::str::from_utf8(bytes).map_err(|e| {
+    parse_index_owned(path, bytes.to_vec())
+}
+
+fn parse_index_owned(path: &Path, bytes: Vec<u8>) -> Result<ShardIndex> {
+    let text = String::from_utf8(bytes).map_err(|e| {
         schema_error(
             path,
-            format!("invalid UTF-8 at byte offset {}", e.valid_up_to()),
+            format!(
+                "invalid UTF-8 at byte offset {}",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })?;
-    let mut de = serde_json::Deserializer::from_str(text);
+    let base = text.as_ptr() as usize;
+    let mut de = serde_json::Deserializer::from_str(&text);
     let parsed = (&mut de)
-        .deserialize_map(IndexVisitor)
+        .deserialize_map(IndexVisitor { base })
         .and_then(|v| de.end().map(|()| v));
     let index = parsed.map_err(|e| {
         let full = e.to_string();
@@ -62,24 +99,39 @@ pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<ShardIndex> {
             format!("{message} (line {}, column {})", e.line(), e.column()),
         )
     })?;
-    let Some(index) = index else {
+    let Some((shards, entries, escaped, total_size)) = index else {
         return Err(schema_error(path, "no `weight_map` object"));
     };
-    let mut names: Vec<&str> = index.weight_map.iter().map(|(k, _)| k.as_str()).collect();
-    names.sort_unstable();
-    if let Some([first, _]) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ScanError::DuplicateKey {
-            path: path.to_path_buf(),
-            key: format!("weight_map.{first}"),
-        });
+    let index = ShardIndex {
+        text,
+        entries,
+        escaped,
+        shards,
+        total_size,
+    };
+    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    seen.reserve(index.len());
+    for (name, _) in index.entries() {
+        if !seen.insert(name) {
+            return Err(ScanError::DuplicateKey {
+                path: path.to_path_buf(),
+                key: format!("weight_map.{name}"),
+            });
+        }
     }
+    drop(seen);
     Ok(index)
 }
 
-struct IndexVisitor;
+struct IndexVisitor {
+    base: usize,
+}
+
+/// Shard names, `(tensor, shard id)` pairs, escaped names, and `total_size`.
+type Parsed = (Vec<String>, Vec<(KeySpan, u32)>, Vec<String>, Option<u64>);
 
 impl<'de> Visitor<'de> for IndexVisitor {
-    type Value = Option<ShardIndex>;
+    type Value = Option<Parsed>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object with a `weight_map`")
@@ -94,7 +146,7 @@ impl<'de> Visitor<'de> for IndexVisitor {
                     if weight_map.is_some() {
                         return Err(de::Error::custom("duplicate key `weight_map`"));
                     }
-                    weight_map = Some(map.next_value_seed(WeightMapSeed)?);
+                    weight_map = Some(map.next_value_seed(WeightMapSeed { base: self.base })?);
                 }
                 "metadata" => {
                     let v: serde_json::Value = map.next_value()?;
@@ -111,18 +163,16 @@ impl<'de> Visitor<'de> for IndexVisitor {
                 }
             }
         }
-        Ok(weight_map.map(|(shards, weight_map)| ShardIndex {
-            shards,
-            weight_map,
-            total_size,
-        }))
+        Ok(weight_map.map(|(shards, entries, escaped)| (shards, entries, escaped, total_size)))
     }
 }
 
-struct WeightMapSeed;
+struct WeightMapSeed {
+    base: usize,
+}
 
-/// Shard names, and `(tensor, shard id)` pairs.
-type Interned = (Vec<String>, Vec<(String, u32)>);
+/// Shard names, `(tensor, shard id)` pairs, and the names that had escapes.
+type Interned = (Vec<String>, Vec<(KeySpan, u32)>, Vec<String>);
 
 impl<'de> DeserializeSeed<'de> for WeightMapSeed {
     type Value = Interned;
@@ -145,7 +195,18 @@ impl<'de> Visitor<'de> for WeightMapSeed {
         let mut ids: foldhash::HashMap<String, u32> = foldhash::HashMap::default();
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
         let mut last: Option<u32> = None;
-        while let Some(k) = map.next_key::<String>()? {
+        let mut escaped = Vec::new();
+        while let Some(CowStr(k)) = map.next_key::<CowStr<'de>>()? {
+            let span = match k {
+                std::borrow::Cow::Borrowed(s) => {
+                    let start = s.as_ptr() as usize - self.base;
+                    KeySpan::Text(start, start + s.len())
+                }
+                std::borrow::Cow::Owned(s) => {
+                    escaped.push(s);
+                    KeySpan::Escaped(escaped.len() - 1)
+                }
+            };
             let v: std::borrow::Cow<'de, str> = map.next_value::<CowStr<'de>>()?.0;
             let id = match last {
                 Some(i) if shards[i as usize] == v.as_ref() => i,
@@ -162,9 +223,9 @@ impl<'de> Visitor<'de> for WeightMapSeed {
                 }
             };
             last = Some(id);
-            out.push((k, id));
+            out.push((span, id));
         }
-        Ok((shards, out))
+        Ok((shards, out, escaped))
     }
 }
 
@@ -254,7 +315,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ix.total_size, Some(24));
-        assert_eq!(ix.weight_map.len(), 3);
+        assert_eq!(ix.len(), 3);
+        assert_eq!(
+            ix.entries().collect::<Vec<_>>(),
+            vec![("a", 0), ("b", 1), ("c", 0)]
+        );
+        let escaped = parse_index(
+            Path::new("i.json"),
+            br#"{"weight_map":{"a\u0041":"s.safetensors","b":"s.safetensors"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            escaped.entries().collect::<Vec<_>>(),
+            vec![("aA", 0), ("b", 0)]
+        );
         assert_eq!(ix.shard_names(), vec!["s1.safetensors", "s2.safetensors"]);
     }
 

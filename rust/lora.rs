@@ -84,7 +84,7 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Leaf {
     A,
     B,
@@ -192,21 +192,30 @@ pub(crate) fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
 
 /// Split `prefix.experts.<e>.rest` into (`prefix.experts.rest`, e).
 pub(crate) fn expert_split(path: &str) -> Option<(String, u64)> {
-    let mut search = 0;
-    while let Some(pos) = path[search..].find("experts.") {
-        let start = search + pos;
-        let at_boundary = start == 0 || path.as_bytes()[start - 1] == b'.';
-        let after = &path[start + "experts.".len()..];
-        if at_boundary {
-            if let Some((num, rest)) = after.split_once('.') {
-                if !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()) {
-                    if let Ok(e) = num.parse() {
-                        return Some((format!("{}experts.{rest}", &path[..start]), e));
-                    }
-                }
+    let mut out = String::new();
+    expert_split_into(path, &mut out).map(|e| (out, e))
+}
+
+/// As [`expert_split`], writing the grouped path into `out` (reused across calls).
+pub(crate) fn expert_split_into(path: &str, out: &mut String) -> Option<u64> {
+    let mut offset = 0;
+    let mut prev_is_experts = false;
+    for seg in path.split('.') {
+        let end = offset + seg.len();
+        if prev_is_experts
+            && end < path.len()
+            && !seg.is_empty()
+            && seg.bytes().all(|b| b.is_ascii_digit())
+        {
+            if let Ok(e) = seg.parse() {
+                out.clear();
+                out.push_str(&path[..offset]);
+                out.push_str(&path[end + 1..]);
+                return Some(e);
             }
         }
-        search = start + 1;
+        prev_is_experts = seg == "experts";
+        offset = end + 1;
     }
     None
 }
@@ -306,6 +315,7 @@ pub struct InferOptions {
 /// Group tensors into modules and infer each one.
 pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
     let mut groups: foldhash::HashMap<String, Acc> = foldhash::HashMap::default();
+    let mut scratch = String::new();
     let mut non_adapter = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
         let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
@@ -316,14 +326,19 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
             non_adapter.push(i);
             continue;
         };
-        let mut key = path.to_string();
-        if family == Family::Peft || family == Family::PeftEmbedding {
-            if let Some((grouped, e)) = expert_split(path) {
-                key = grouped;
+        let mut key: &str = path;
+        if family.is_peft() {
+            if let Some(e) = expert_split_into(path, &mut scratch) {
+                key = &scratch;
                 slot = Slot::Expert(e);
             }
         }
-        let acc = groups.entry(key).or_default();
+        // Look up by &str first: a String is allocated only for a new module.
+        let acc = if let Some(acc) = groups.get_mut(key) {
+            acc
+        } else {
+            groups.entry(key.to_string()).or_default()
+        };
         acc.members.push((family, leaf, slot, i));
         acc.peft_prefixed |= prefixed;
     }
@@ -381,12 +396,14 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
                 format!("the module's tensors mix naming conventions ({fams:?})"),
             ));
         }
-        let mut keys: Vec<String> = acc
-            .members
+        // Natural order without comparing strings: by list/expert index, then A, B, magnitude.
+        let mut order: Vec<(Slot, Leaf, usize)> =
+            acc.members.iter().map(|m| (m.2, m.1, m.3)).collect();
+        order.sort_unstable();
+        let keys: Vec<String> = order
             .iter()
-            .map(|m| tensors[m.3].name.to_string())
+            .map(|m| tensors[m.2].name.to_string())
             .collect();
-        sort_natural(&mut keys, String::as_str);
         let (module, problems) = analyze(&path, family, acc, tensors, keys, opts);
         out.problems.extend(problems);
         out.modules.push(module);

@@ -599,6 +599,30 @@ pub(crate) fn check_index(
     problems: &mut Vec<Problem>,
 ) -> Result<()> {
     // headers[i] is the file of index.shards[i].
+    // Fast path, in parallel per shard: the index lists for shard i exactly the names shard i holds
+    // (names are unique within a file and within the index, so equal counts + inclusion suffice).
+    let mut listed_in: Vec<Vec<&str>> = vec![Vec::new(); headers.len()];
+    for (key, shard) in index.entries() {
+        if let Some(v) = listed_in.get_mut(shard as usize) {
+            v.push(key);
+        }
+    }
+    let consistent = listed_in.len() == headers.len()
+        && headers
+            .par_iter()
+            .zip(listed_in.par_iter())
+            .all(|(h, keys)| {
+                keys.len() == h.tensors.len() && {
+                    let names: foldhash::HashSet<&str> =
+                        h.tensors.iter().map(|t| t.name.as_str()).collect();
+                    keys.iter().all(|k| names.contains(k))
+                }
+            });
+    drop(listed_in);
+    if consistent {
+        check_total_size(index, headers, problems);
+        return Ok(());
+    }
     let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
     let mut stored: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
     stored.reserve(total);
@@ -615,10 +639,11 @@ pub(crate) fn check_index(
     let name_of = |i: u32| index.shards[i as usize].clone();
     let mut issues = Vec::new();
     let mut found = 0usize;
-    for (key, shard) in &index.weight_map {
-        match stored.get(key.as_str()) {
+    for (key, shard) in index.entries() {
+        let shard = &shard;
+        match stored.get(key) {
             None => issues.push(ShardKeyIssue {
-                key: key.clone(),
+                key: key.to_string(),
                 reason: format!(
                     "listed in the index under `{}`, but no shard holds it",
                     name_of(*shard)
@@ -626,13 +651,11 @@ pub(crate) fn check_index(
             }),
             Some(&loc) => {
                 found += 1;
-                let elsewhere = loc != *shard
-                    && !twice
-                        .iter()
-                        .any(|(k, _, at)| *k == key.as_str() && at == shard);
+                let elsewhere =
+                    loc != *shard && !twice.iter().any(|(k, _, at)| *k == key && at == shard);
                 if elsewhere {
                     issues.push(ShardKeyIssue {
-                        key: key.clone(),
+                        key: key.to_string(),
                         reason: format!(
                             "listed in the index under `{}`, but stored in `{}`",
                             name_of(*shard),
@@ -655,8 +678,7 @@ pub(crate) fn check_index(
     }
     if found != stored.len() {
         // Some stored keys are not in the index: find them (the slow path, only on error).
-        let listed: foldhash::HashSet<&str> =
-            index.weight_map.iter().map(|(k, _)| k.as_str()).collect();
+        let listed: foldhash::HashSet<&str> = index.entries().map(|(k, _)| k).collect();
         let mut extra: Vec<(&str, u32)> = stored
             .iter()
             .filter(|(k, _)| !listed.contains(*k))
@@ -676,6 +698,11 @@ pub(crate) fn check_index(
             issues,
         });
     }
+    check_total_size(index, headers, problems);
+    Ok(())
+}
+
+fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<Problem>) {
     if let Some(total) = index.total_size {
         let data: u64 = headers.iter().map(Header::data_bytes).sum();
         if total != data {
@@ -689,7 +716,6 @@ pub(crate) fn check_index(
             ));
         }
     }
-    Ok(())
 }
 
 pub(crate) fn key_covers(key: &str, path: &str) -> bool {
