@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::error::{Result, ScanError};
 use crate::header::{read_header, read_small_file, Header, Limits};
 use crate::index::{confine, read_index};
-use crate::lora::{expert_split, looks_like_embedding, sort_natural, Kind};
+use crate::lora::{expert_split_into, looks_like_embedding, sort_natural, Kind};
 use crate::problem::{Problem, Severity};
 use crate::scan::{check_index, layer_split};
 
@@ -183,7 +183,7 @@ pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
 }
 
 /// One expert's weight of a per-expert checkpoint: shape, quantized, full module path.
-type ExpertWeight = (Vec<u64>, bool, String);
+type ExpertWeight<'a> = (&'a [u64], bool, &'a str);
 
 struct Weight<'a> {
     shape: &'a [u64],
@@ -196,8 +196,8 @@ fn build_targets(
     problems: &mut Vec<Problem>,
 ) -> Expected {
     let mut params = HashMap::new();
-    let mut weights: BTreeMap<&str, Weight<'_>> = BTreeMap::new();
-    let mut scales: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut weights: Vec<(&str, Weight<'_>)> = Vec::new();
+    let mut scales: foldhash::HashSet<&str> = foldhash::HashSet::default();
     for h in headers {
         for t in &h.tensors {
             params.insert(t.name.clone(), t.shape.to_vec());
@@ -209,13 +209,13 @@ fn build_targets(
     for h in headers {
         for t in &h.tensors {
             if let Some(m) = t.name.strip_suffix(".weight") {
-                weights.insert(
+                weights.push((
                     m,
                     Weight {
                         shape: &t.shape,
                         quantized: scales.contains(m),
                     },
-                );
+                ));
             }
         }
     }
@@ -243,14 +243,17 @@ fn build_targets(
         };
 
     let mut targets = Vec::new();
-    let mut experts: BTreeMap<String, BTreeMap<u64, ExpertWeight>> = BTreeMap::new();
+    let mut experts: BTreeMap<String, BTreeMap<u64, ExpertWeight<'_>>> = BTreeMap::new();
+    let mut scratch = String::new();
     for (path, w) in &weights {
-        if let Some((grouped, e)) = expert_split(path) {
-            if w.shape.len() == 2 {
-                experts
-                    .entry(grouped)
-                    .or_default()
-                    .insert(e, (w.shape.to_vec(), w.quantized, (*path).to_string()));
+        if w.shape.len() == 2 {
+            if let Some(e) = expert_split_into(path, &mut scratch) {
+                let group = if let Some(g) = experts.get_mut(scratch.as_str()) {
+                    g
+                } else {
+                    experts.entry(scratch.clone()).or_default()
+                };
+                group.insert(e, (w.shape, w.quantized, path));
                 continue;
             }
         }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::base::{per_expert_path, stacked_path, Expected, Target};
 use crate::config::{peft_pattern, AdapterConfig, Schema, TargetModules};
 use crate::error::Result;
-use crate::lora::{classify, expert_split, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
+use crate::lora::{classify, expert_index, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
 use crate::problem::{Problem, Severity};
 use crate::scan::{key_covers, layer_split, Scan};
 
@@ -310,7 +310,10 @@ const PREFIXES: &[&str] = &[
 ];
 
 /// Look for one path prefix that, stripped or added, would make unmatched modules fit.
-fn prefix_hint(unmatched: &[&Module], lookup: &HashMap<String, &Target>) -> Option<Problem> {
+fn prefix_hint(
+    unmatched: &[&Module],
+    lookup: &foldhash::HashMap<String, &Target>,
+) -> Option<Problem> {
     if unmatched.is_empty() {
         return None;
     }
@@ -384,15 +387,10 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         return Ok(finish(missing, unexpected, mismatches, problems));
     }
 
-    let lookup: HashMap<String, &Target> = expected
+    let lookup: foldhash::HashMap<String, &Target> = expected
         .targets
         .iter()
         .map(|t| (stacked_path(&t.path), t))
-        .collect();
-    let shape_of: HashMap<&str, &[u64]> = scan
-        .tensors
-        .iter()
-        .map(|t| (t.name.as_str(), t.shape.as_slice()))
         .collect();
     let ranks = Ranks::new(scan.config.as_ref())?;
     let dora = scan.fine_tune_type == Some("dora");
@@ -425,19 +423,20 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         let want_rank = ranks.for_module(&m.path).or(m.rank);
         let before = mismatches.len();
         let mut experts_seen: HashSet<u64> = HashSet::new();
-        let mut leaves: Vec<Leaf> = Vec::new();
-        for key in &m.keys {
+        // (slot, leaf, key) of every factor, to find half pairs afterwards.
+        let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.keys.len());
+        for (key, &id) in m.keys.iter().zip(&m.tensor_ids) {
             let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
             let Some((module_path, family, leaf, mut slot)) = classify(name) else {
                 continue;
             };
             if family.is_peft() {
-                if let Some((_, e)) = expert_split(module_path) {
+                if let Some(e) = expert_index(module_path) {
                     slot = Slot::Expert(e);
                 }
             }
-            leaves.push(leaf);
-            let saved = shape_of.get(key.as_str()).copied().unwrap_or(&[]);
+            factors.push((slot, leaf, key.as_str()));
+            let saved = scan.tensors[id as usize].shape.as_slice();
             if let Slot::Expert(e) = slot {
                 if t.num_experts.is_some_and(|n| e >= n) {
                     unexpected.push(key.clone());
@@ -458,11 +457,16 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
                 }
             }
         }
-        // Half pairs: name the missing partner of each lone factor.
-        let keyset: HashSet<&str> = m.keys.iter().map(String::as_str).collect();
-        for key in &m.keys {
-            if let Some(p) = partner(key) {
-                if !keyset.contains(p.as_str()) {
+        // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
+        let present: foldhash::HashSet<(Slot, Leaf)> = factors.iter().map(|f| (f.0, f.1)).collect();
+        for &(slot, leaf, key) in &factors {
+            let other = match leaf {
+                Leaf::A => Leaf::B,
+                Leaf::B => Leaf::A,
+                Leaf::M => continue,
+            };
+            if !present.contains(&(slot, other)) {
+                if let Some(p) = partner(key) {
                     missing.push(p);
                 }
             }
@@ -501,7 +505,12 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         }
     }
 
-    if let Some(c) = &scan.config {
+    if let Some(c) = scan.config.as_ref().filter(|c| !c.full_tensors.is_empty()) {
+        let shape_of: foldhash::HashMap<&str, &[u64]> = scan
+            .tensors
+            .iter()
+            .map(|t| (t.name.as_str(), t.shape.as_slice()))
+            .collect();
         for name in &c.full_tensors {
             let Some(saved) = shape_of.get(name.as_str()) else {
                 continue; // reported by the scan as full_tensor_missing

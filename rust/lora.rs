@@ -84,14 +84,14 @@ impl Family {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Leaf {
     A,
     B,
     M,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Slot {
     Single,
     Fused(u32),
@@ -133,6 +133,9 @@ pub struct Module {
     pub dtype: String,
     /// The tensors that make up the module.
     pub keys: Vec<String>,
+    /// Their indices in the scan's tensor list, in the same order as `keys`.
+    #[serde(skip)]
+    pub tensor_ids: Vec<u32>,
 }
 
 /// The result of grouping.
@@ -191,9 +194,29 @@ pub(crate) fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
 }
 
 /// Split `prefix.experts.<e>.rest` into (`prefix.experts.rest`, e).
+#[cfg(test)]
 pub(crate) fn expert_split(path: &str) -> Option<(String, u64)> {
     let mut out = String::new();
     expert_split_into(path, &mut out).map(|e| (out, e))
+}
+
+/// The expert index of `prefix.experts.<e>.rest`, without building the grouped path.
+pub(crate) fn expert_index(path: &str) -> Option<u64> {
+    let mut prev_is_experts = false;
+    let mut segments = path.split('.').peekable();
+    while let Some(seg) = segments.next() {
+        if prev_is_experts
+            && segments.peek().is_some()
+            && !seg.is_empty()
+            && seg.bytes().all(|b| b.is_ascii_digit())
+        {
+            if let Ok(e) = seg.parse() {
+                return Some(e);
+            }
+        }
+        prev_is_experts = seg == "experts";
+    }
+    None
 }
 
 /// As [`expert_split`], writing the grouped path into `out` (reused across calls).
@@ -404,7 +427,9 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
             .iter()
             .map(|m| tensors[m.2].name.to_string())
             .collect();
-        let (module, problems) = analyze(&path, family, acc, tensors, keys, opts);
+        let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
+        let (mut module, problems) = analyze(&path, family, acc, tensors, keys, opts);
+        module.tensor_ids = ids;
         out.problems.extend(problems);
         out.modules.push(module);
     }
@@ -549,6 +574,7 @@ fn analyze(
             num_experts: dims.num_experts,
             dtype,
             keys,
+            tensor_ids: Vec::new(),
         },
         d.problems,
     )

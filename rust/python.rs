@@ -716,6 +716,46 @@ fn check(py: Python<'_>, scan: &PyScan, expected: &PyExpected) -> PyResult<PyRep
     }
 }
 
+/// Scan an adapter and read a base folder at the same time, then diff them.
+#[pyfunction]
+#[pyo3(signature = (adapter, base, *, config = None, read_config = true, symlinks = "follow"))]
+#[allow(clippy::needless_pass_by_value)]
+fn check_paths(
+    py: Python<'_>,
+    adapter: PathBuf,
+    base: PathBuf,
+    config: Option<PathBuf>,
+    read_config: bool,
+    symlinks: &str,
+) -> PyResult<(PyScan, PyExpected, PyReport)> {
+    let limits = limits_from(None, None, None, None, symlinks)?;
+    let opts = ScanOptions {
+        limits,
+        config: match (config, read_config) {
+            (_, false) => ConfigSource::Skip,
+            (Some(p), true) => ConfigSource::Path(p),
+            (None, true) => ConfigSource::Auto,
+        },
+    };
+    let result = py.detach(move || {
+        let (s, e) = rayon::join(
+            || run_scan(&adapter, &opts),
+            || crate::base::read_base(&base, &limits),
+        );
+        let (s, e) = (s?, e?);
+        let r = crate::check::check(&s, &e)?;
+        Ok::<_, ScanError>((s, e, r))
+    });
+    match result {
+        Ok((s, e, r)) => Ok((
+            PyScan { inner: Arc::new(s) },
+            PyExpected { inner: Arc::new(e) },
+            PyReport { inner: Arc::new(r) },
+        )),
+        Err(e) => Err(to_pyerr(py, &e)),
+    }
+}
+
 fn limits_from(
     max_header_bytes: Option<u64>,
     max_tensors: Option<usize>,
@@ -752,8 +792,8 @@ fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check, dtypes, read_base, scan, PyExpected, PyFileInfo, PyModuleGroup, PyModuleInfo,
-        PyProblem, PyReport, PyScan,
+        check, check_paths, dtypes, read_base, scan, PyExpected, PyFileInfo, PyModuleGroup,
+        PyModuleInfo, PyProblem, PyReport, PyScan,
     };
 
     #[pymodule_init]

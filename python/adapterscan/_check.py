@@ -126,6 +126,12 @@ def check(
     Raises:
         AdapterScanError: When the adapter or the base cannot be read.
     """
+    if not isinstance(adapter, Scan) and not isinstance(base, ExpectedModules):
+        # Both from disk: the core reads them at the same time.
+        core_scan, expected, result = _core.check_paths(
+            adapter, base, config=config, read_config=read_config, symlinks=symlinks
+        )
+        return Report(result, Scan(core_scan), expected)
     s = (
         adapter
         if isinstance(adapter, Scan)

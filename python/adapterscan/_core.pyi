@@ -38,6 +38,7 @@ __all__ = [
     "UnknownDtypeError",
     "__version__",
     "check",
+    "check_paths",
     "dtypes",
     "read_base",
     "scan",
@@ -237,6 +238,16 @@ def read_base(
 
 def check(scan: ScanResult, expected: ExpectedModules) -> CheckResult:
     """Diff a scan against the expected modules."""
+
+def check_paths(
+    adapter: str | os.PathLike[str],
+    base: str | os.PathLike[str],
+    *,
+    config: str | os.PathLike[str] | None = None,
+    read_config: bool = True,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> tuple[ScanResult, ExpectedModules, CheckResult]:
+    """Scan an adapter and read a base folder at the same time, then diff them."""
 
 def scan(
     path: str | os.PathLike[str],
