@@ -406,7 +406,11 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let mut unmatched: Vec<&Module> = Vec::new();
     for m in &scan.modules {
         let Some(&t) = lookup.get(&stacked_path(&m.path)) else {
-            unexpected.extend(m.keys.iter().cloned());
+            unexpected.extend(
+                m.tensor_ids
+                    .iter()
+                    .map(|&i| scan.tensors[i as usize].name.clone()),
+            );
             unmatched.push(m);
             continue;
         };
@@ -424,8 +428,9 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         let before = mismatches.len();
         let mut experts_seen: HashSet<u64> = HashSet::new();
         // (slot, leaf, key) of every factor, to find half pairs afterwards.
-        let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.keys.len());
-        for (key, &id) in m.keys.iter().zip(&m.tensor_ids) {
+        let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
+        for &id in &m.tensor_ids {
+            let key = &scan.tensors[id as usize].name;
             let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
             let Some((module_path, family, leaf, mut slot)) = classify(name) else {
                 continue;

@@ -109,8 +109,9 @@ pub struct TensorView<'a> {
     pub shape: &'a [u64],
 }
 
-/// One inferred LoRA module.
-#[derive(Debug, Clone, Serialize)]
+/// One inferred LoRA module. Its tensors are kept as indices into the scan's tensor list; the
+/// names are resolved only when they are asked for.
+#[derive(Debug, Clone)]
 pub struct Module {
     /// Dotted module path, without the PEFT `base_model.model.` prefix.
     pub path: String,
@@ -119,7 +120,6 @@ pub struct Module {
     /// LoRA or DoRA.
     pub variant: Variant,
     /// The on-disk layout (orientation) of its factors.
-    #[serde(skip)]
     pub layout: &'static str,
     /// The rank, when the factors agree on one.
     pub rank: Option<u64>,
@@ -131,10 +131,8 @@ pub struct Module {
     pub num_experts: Option<u64>,
     /// The factors' dtype, or `mixed`.
     pub dtype: String,
-    /// The tensors that make up the module.
-    pub keys: Vec<String>,
-    /// Their indices in the scan's tensor list, in the same order as `keys`.
-    #[serde(skip)]
+    /// The indices, in the scan's tensor list, of the tensors that make up the module, in
+    /// natural order (by list or expert index, then A, B, magnitude).
     pub tensor_ids: Vec<u32>,
 }
 
@@ -423,12 +421,8 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
         let mut order: Vec<(Slot, Leaf, usize)> =
             acc.members.iter().map(|m| (m.2, m.1, m.3)).collect();
         order.sort_unstable();
-        let keys: Vec<String> = order
-            .iter()
-            .map(|m| tensors[m.2].name.to_string())
-            .collect();
         let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
-        let (mut module, problems) = analyze(&path, family, acc, tensors, keys, opts);
+        let (mut module, problems) = analyze(&path, family, acc, tensors, opts);
         module.tensor_ids = ids;
         out.problems.extend(problems);
         out.modules.push(module);
@@ -486,7 +480,6 @@ fn analyze(
     family: Family,
     acc: &Acc,
     tensors: &[TensorView<'_>],
-    keys: Vec<String>,
     opts: InferOptions,
 ) -> (Module, Vec<Problem>) {
     let mut d = Draft {
@@ -573,7 +566,6 @@ fn analyze(
             out_dims: dims.out_dims,
             num_experts: dims.num_experts,
             dtype,
-            keys,
             tensor_ids: Vec::new(),
         },
         d.problems,
@@ -1229,7 +1221,7 @@ mod tests {
             (ex.kind, ex.num_experts, ex.rank, ex.layout),
             (Kind::Switch, Some(4), Some(8), "peft_per_expert")
         );
-        assert_eq!(ex.keys.len(), 6);
+        assert_eq!(ex.tensor_ids.len(), 6);
         assert_eq!(codes(&inf), vec!["missing_experts"]);
         assert!(inf.problems[0].message.contains(": 2"));
         assert_eq!(inf.non_adapter.len(), 1);
@@ -1323,7 +1315,7 @@ mod tests {
                 .map(|((_, _, s), n)| TensorView { name: n, dtype: Dtype::from_name("F32").unwrap(), shape: s })
                 .collect();
             let inf = infer(&views, InferOptions { peft_target_parameters: param_wrapper });
-            let in_modules: usize = inf.modules.iter().map(|m| m.keys.len()).sum();
+            let in_modules: usize = inf.modules.iter().map(|m| m.tensor_ids.len()).sum();
             proptest::prop_assert_eq!(in_modules + inf.non_adapter.len(), views.len());
         }
     }

@@ -406,7 +406,11 @@ impl PyScan {
                 out_dims: m.out_dims,
                 num_experts: m.num_experts,
                 dtype: m.dtype.clone(),
-                keys: m.keys.clone(),
+                keys: m
+                    .tensor_ids
+                    .iter()
+                    .map(|&i| self.inner.tensors[i as usize].name.clone())
+                    .collect(),
             })
             .collect()
     }

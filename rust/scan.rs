@@ -159,7 +159,24 @@ impl Scan {
             total_bytes: self.total_bytes(),
             files,
             config: self.config.as_ref().map(|c| &c.raw),
-            modules: &self.modules,
+            modules: self
+                .modules
+                .iter()
+                .map(|m| JsonModule {
+                    path: &m.path,
+                    kind: m.kind,
+                    variant: m.variant,
+                    rank: m.rank,
+                    in_dims: m.in_dims,
+                    out_dims: m.out_dims,
+                    num_experts: m.num_experts,
+                    dtype: &m.dtype,
+                    keys: JsonKeys {
+                        ids: &m.tensor_ids,
+                        tensors: &self.tensors,
+                    },
+                })
+                .collect(),
             problems: &self.problems,
         };
         let out = if pretty {
@@ -200,7 +217,7 @@ impl Scan {
                     layers: layer.into_iter().collect(),
                     count: 1,
                     module: Module {
-                        keys: Vec::new(),
+                        tensor_ids: Vec::new(),
                         ..m.clone()
                     },
                 });
@@ -279,6 +296,35 @@ struct JsonFile<'a> {
 }
 
 #[derive(Serialize)]
+struct JsonModule<'a> {
+    path: &'a str,
+    kind: Kind,
+    variant: Variant,
+    rank: Option<u64>,
+    in_dims: Option<u64>,
+    out_dims: Option<u64>,
+    num_experts: Option<u64>,
+    dtype: &'a str,
+    keys: JsonKeys<'a>,
+}
+
+/// A module's tensor names, written straight from the scan's tensor list.
+struct JsonKeys<'a> {
+    ids: &'a [u32],
+    tensors: &'a [TensorInfo],
+}
+
+impl Serialize for JsonKeys<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.ids
+                .iter()
+                .map(|&i| self.tensors[i as usize].name.as_str()),
+        )
+    }
+}
+
+#[derive(Serialize)]
 struct JsonScan<'a> {
     path: std::borrow::Cow<'a, str>,
     format: Format,
@@ -287,7 +333,7 @@ struct JsonScan<'a> {
     total_bytes: u64,
     files: Vec<JsonFile<'a>>,
     config: Option<&'a serde_json::Value>,
-    modules: &'a [Module],
+    modules: Vec<JsonModule<'a>>,
     problems: &'a [Problem],
 }
 
