@@ -198,47 +198,42 @@ pub(crate) fn expert_split(path: &str) -> Option<(String, u64)> {
     expert_split_into(path, &mut out).map(|e| (out, e))
 }
 
-/// The expert index of `prefix.experts.<e>.rest`, without building the grouped path.
-pub(crate) fn expert_index(path: &str) -> Option<u64> {
-    let mut prev_is_experts = false;
-    let mut segments = path.split('.').peekable();
-    while let Some(seg) = segments.next() {
-        if prev_is_experts
-            && segments.peek().is_some()
-            && !seg.is_empty()
-            && seg.bytes().all(|b| b.is_ascii_digit())
-        {
-            if let Ok(e) = seg.parse() {
-                return Some(e);
+/// Find `experts.<digits>.` at a component boundary: (start of `experts.`, start and end of the
+/// digits). memchr's substring search keeps this cheap on long names.
+fn find_expert(path: &str) -> Option<(usize, usize, usize, u64)> {
+    let bytes = path.as_bytes();
+    let mut from = 0;
+    while let Some(pos) = memchr::memmem::find(&bytes[from..], b"experts.") {
+        let start = from + pos;
+        let digits = start + "experts.".len();
+        let boundary = start == 0 || bytes[start - 1] == b'.';
+        let len = bytes[digits..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let end = digits + len;
+        if boundary && len > 0 && bytes.get(end) == Some(&b'.') && end + 1 < bytes.len() {
+            if let Ok(e) = path[digits..end].parse() {
+                return Some((start, digits, end, e));
             }
         }
-        prev_is_experts = seg == "experts";
+        from = start + 1;
     }
     None
 }
 
+/// The expert index of `prefix.experts.<e>.rest`, without building the grouped path.
+pub(crate) fn expert_index(path: &str) -> Option<u64> {
+    find_expert(path).map(|(_, _, _, e)| e)
+}
+
 /// As [`expert_split`], writing the grouped path into `out` (reused across calls).
 pub(crate) fn expert_split_into(path: &str, out: &mut String) -> Option<u64> {
-    let mut offset = 0;
-    let mut prev_is_experts = false;
-    for seg in path.split('.') {
-        let end = offset + seg.len();
-        if prev_is_experts
-            && end < path.len()
-            && !seg.is_empty()
-            && seg.bytes().all(|b| b.is_ascii_digit())
-        {
-            if let Ok(e) = seg.parse() {
-                out.clear();
-                out.push_str(&path[..offset]);
-                out.push_str(&path[end + 1..]);
-                return Some(e);
-            }
-        }
-        prev_is_experts = seg == "experts";
-        offset = end + 1;
-    }
-    None
+    let (_, digits, end, e) = find_expert(path)?;
+    out.clear();
+    out.push_str(&path[..digits]);
+    out.push_str(&path[end + 1..]);
+    Some(e)
 }
 
 const EMBEDDING_NAMES: &[&str] = &[
