@@ -19,6 +19,7 @@ pub mod index;
 pub mod lora;
 pub mod problem;
 pub mod scan;
+pub mod verify;
 
 #[cfg(feature = "python")]
 mod python;

@@ -42,6 +42,7 @@ from ._core import (
     __version__,
     dtypes,
 )
+from ._data import DataProblem, DataReport, verify_data
 from ._scan import Scan, TensorInfo, scan
 from .errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning, SaveError
 
@@ -53,6 +54,8 @@ __all__ = [
     "BaseMismatchWarning",
     "CheckResult",
     "ConfigError",
+    "DataProblem",
+    "DataReport",
     "DuplicateKeyError",
     "EmptyHeaderError",
     "ExpectedModules",
@@ -91,6 +94,7 @@ __all__ = [
     "read_base",
     "repair",
     "scan",
+    "verify_data",
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 from rich import box
@@ -12,6 +13,7 @@ from rich.text import Text
 
 from ._check import Report
 from ._core import Module, ModuleGroup, Problem
+from ._data import DataProblem, DataReport
 from ._scan import Scan
 
 #: How many problems of one code are listed before the rest are counted.
@@ -155,7 +157,9 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
     render_problems(result.problems, out, show_all=show_all)
 
 
-def render_problems(problems: list[Problem], out: Console, *, show_all: bool = False) -> None:
+def render_problems(
+    problems: Sequence[Problem | DataProblem], out: Console, *, show_all: bool = False
+) -> None:
     """Print problems as a table, at most PROBLEMS_PER_CODE of each code unless show_all."""
     if not problems:
         out.print("[green]no problems[/]")
@@ -220,3 +224,34 @@ def render_report(
         show_all=show_all,
     )
     render_problems(report.problems, out, show_all=show_all)
+
+
+def render_data(
+    data: DataReport, *, show_all: bool = False, console: Console | None = None
+) -> None:
+    """Print what the data pass found: totals, problems, and (with show_all) module norms."""
+    out = console or Console()
+    out.print(
+        f"data: {data.tensors_checked} tensors checked, {human_bytes(data.bytes_read)} read",
+        highlight=False,
+    )
+    if show_all:
+        table = Table(
+            box=box.SIMPLE_HEAD, pad_edge=False, title="module norms", title_justify="left"
+        )
+        for col in ("module", "|A|", "|B|", "|m|"):
+            table.add_column(col, justify="left" if col == "module" else "right")
+        for path, norms in data.modules.items():
+            m = norms.get("m")
+            table.add_row(
+                path,
+                f"{norms['lora_a']:.4g}",
+                f"{norms['lora_b']:.4g}",
+                "-" if m is None else f"{m:.4g}",
+            )
+        out.print(table)
+    problems = data.problems
+    if problems:
+        render_problems(problems, out, show_all=show_all)
+    else:
+        out.print("[green]no NaN/Inf, no all-zero B factor[/]")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from . import __version__
 from ._core import AdapterScanError
@@ -56,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     cfg.add_argument("--no-config", action="store_true", help="ignore any adapter_config.json")
     inspect.add_argument(
         "--all", action="store_true", help="list every module and every problem, unsummarised"
+    )
+    inspect.add_argument(
+        "--verify-data",
+        action="store_true",
+        help="also read the tensor values: NaN/Inf, all-zero lora_b, per-module norms "
+        "(the only option that reads tensor data; Ctrl-C stops it)",
     )
     inspect.add_argument(
         "--symlinks",
@@ -118,13 +125,46 @@ def _inspect(args: argparse.Namespace) -> int:
         read_config=not args.no_config,
         symlinks=args.symlinks,
     )
+    data = _verify(result, quiet=args.json) if args.verify_data else None
     if args.json:
-        sys.stdout.write(result.to_json(pretty=True) + "\n")
+        if data is None:
+            sys.stdout.write(result.to_json(pretty=True) + "\n")
+        else:
+            import json
+
+            out = result.to_dict()
+            out["problems"] += [p._asdict() for p in data.problems]
+            out["data"] = {
+                "bytes_read": data.bytes_read,
+                "tensors_checked": data.tensors_checked,
+                "modules": data.modules,
+            }
+            sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return EXIT_OK
-    from ._render import render_scan
+    from ._render import render_data, render_scan
 
     render_scan(result, show_all=args.all)
+    if data is not None:
+        render_data(data, show_all=args.all)
     return EXIT_OK
+
+
+def _verify(result: Any, *, quiet: bool) -> Any:
+    from ._data import verify_data
+
+    if quiet or not sys.stderr.isatty():
+        return verify_data(result)
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading tensor data", total=result.total_bytes)
+        return verify_data(result, progress=lambda done, total: bar.update(task, completed=done))
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -188,3 +228,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except BrokenPipeError:
         return EXIT_OK
+    except KeyboardInterrupt:
+        print("adapterscan: interrupted", file=sys.stderr)
+        return 130
