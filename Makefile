@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: help install build-dev demo format lint lint-rust lint-python test test-rust test-python bench clean
+.PHONY: help install build-dev demo format lint lint-rust lint-python test test-rust test-python bench fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,13 @@ test: lint test-rust test-python ## everything CI runs
 bench: build-dev ## benchmarks against the baselines, interleaved, medians (writes bench/results/)
 	$(PY) -m pip install --quiet "orjson>=3.9" "pysimdjson>=6" "matplotlib>=3.8"
 	$(PY) bench/run.py
+
+fuzz: ## run the cargo-fuzz targets (header, index) for FUZZ_SECONDS each (default 300)
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+	mkdir -p fuzz/corpus/header fuzz/corpus/index
+	cp -n fuzz/seeds/header/* fuzz/corpus/header/ ; cp -n fuzz/seeds/index/* fuzz/corpus/index/
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run header corpus/header -- -max_total_time=$${FUZZ_SECONDS:-300}
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run index corpus/index -- -max_total_time=$${FUZZ_SECONDS:-300}
 
 clean: ## remove build products and the virtualenv
 	cargo clean
