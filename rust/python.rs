@@ -864,70 +864,20 @@ mod _core {
         check, check_paths, dtypes, read_base, scan, PyDataPass, PyExpected, PyFileInfo,
         PyModuleGroup, PyModuleInfo, PyProblem, PyReport, PyScan,
     };
+    #[pymodule_export]
+    use super::{
+        AdapterFileError, AdapterScanError, ConfigError, DuplicateKeyError, EmptyHeaderError,
+        FileChangedError, HeaderEncodingError, HeaderJsonError, HeaderTooLargeError,
+        HeaderTooSmallError, HeaderTruncatedError, IncompleteFileError, MetadataError,
+        MisalignedTensorError, NoAdapterError, NotRegularFileError, OffsetError, PathEscapeError,
+        SafetensorsError, ShapeError, ShardIndexError, ShardMismatchError, TensorSizeError,
+        TooManyTensorsError, UnknownDtypeError,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::prelude::*;
-        let py = m.py();
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-        m.add("AdapterScanError", py.get_type::<super::AdapterScanError>())?;
-        m.add("AdapterFileError", py.get_type::<super::AdapterFileError>())?;
-        m.add(
-            "NotRegularFileError",
-            py.get_type::<super::NotRegularFileError>(),
-        )?;
-        m.add("SafetensorsError", py.get_type::<super::SafetensorsError>())?;
-        m.add(
-            "HeaderTooSmallError",
-            py.get_type::<super::HeaderTooSmallError>(),
-        )?;
-        m.add("EmptyHeaderError", py.get_type::<super::EmptyHeaderError>())?;
-        m.add(
-            "HeaderTooLargeError",
-            py.get_type::<super::HeaderTooLargeError>(),
-        )?;
-        m.add(
-            "HeaderTruncatedError",
-            py.get_type::<super::HeaderTruncatedError>(),
-        )?;
-        m.add(
-            "HeaderEncodingError",
-            py.get_type::<super::HeaderEncodingError>(),
-        )?;
-        m.add("HeaderJsonError", py.get_type::<super::HeaderJsonError>())?;
-        m.add(
-            "DuplicateKeyError",
-            py.get_type::<super::DuplicateKeyError>(),
-        )?;
-        m.add("MetadataError", py.get_type::<super::MetadataError>())?;
-        m.add(
-            "UnknownDtypeError",
-            py.get_type::<super::UnknownDtypeError>(),
-        )?;
-        m.add("ShapeError", py.get_type::<super::ShapeError>())?;
-        m.add("TensorSizeError", py.get_type::<super::TensorSizeError>())?;
-        m.add(
-            "MisalignedTensorError",
-            py.get_type::<super::MisalignedTensorError>(),
-        )?;
-        m.add("OffsetError", py.get_type::<super::OffsetError>())?;
-        m.add(
-            "IncompleteFileError",
-            py.get_type::<super::IncompleteFileError>(),
-        )?;
-        m.add(
-            "TooManyTensorsError",
-            py.get_type::<super::TooManyTensorsError>(),
-        )?;
-        m.add("FileChangedError", py.get_type::<super::FileChangedError>())?;
-        m.add("ShardIndexError", py.get_type::<super::ShardIndexError>())?;
-        m.add(
-            "ShardMismatchError",
-            py.get_type::<super::ShardMismatchError>(),
-        )?;
-        m.add("PathEscapeError", py.get_type::<super::PathEscapeError>())?;
-        m.add("ConfigError", py.get_type::<super::ConfigError>())?;
-        m.add("NoAdapterError", py.get_type::<super::NoAdapterError>())?;
         Ok(())
     }
 }
