@@ -82,6 +82,7 @@ CASES = {
     "moe-switch": (QWEN3_MOE, {"num_layers": 2, "rank": 4, "scale": 5.0}, False),
     "mixtral-switch": (MIXTRAL, {"num_layers": 1, "rank": 2, "scale": 5.0}, False),
     "qlora": (LLAMA, {"num_layers": 2, "rank": 8, "scale": 4.0}, True),
+    "moe-qlora": (QWEN3_MOE, {"num_layers": 2, "rank": 4, "scale": 3.0}, True),
     "lm-head": (
         LLAMA,
         {"num_layers": 1, "rank": 4, "scale": 1.5, "keys": ["lm_head", "self_attn.q_proj"]},
