@@ -847,6 +847,13 @@ impl PyDataPass {
     }
 }
 
+/// The mlx-lm path of a stacked expert module (`X.experts.P` -> `X.switch_mlp.P`, Mixtral's
+/// `w1`/`w3`/`w2` renamed); other paths unchanged.
+#[pyfunction]
+fn stacked_path(path: &str) -> String {
+    crate::base::stacked_path(path)
+}
+
 /// The names of every safetensors dtype with its bits per element.
 #[pyfunction]
 fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -861,8 +868,8 @@ fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check, check_paths, dtypes, read_base, scan, PyDataPass, PyExpected, PyFileInfo,
-        PyModuleGroup, PyModuleInfo, PyProblem, PyReport, PyScan,
+        check, check_paths, dtypes, read_base, scan, stacked_path, PyDataPass, PyExpected,
+        PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyReport, PyScan,
     };
     #[pymodule_export]
     use super::{

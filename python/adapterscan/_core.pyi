@@ -43,6 +43,7 @@ __all__ = [
     "dtypes",
     "read_base",
     "scan",
+    "stacked_path",
 ]
 
 __version__: str
@@ -273,6 +274,9 @@ def scan(
     symlinks: Literal["follow", "inside", "refuse"] = "follow",
 ) -> ScanResult:
     """Scan an adapter (a safetensors file, a folder, or a shard index) from its headers."""
+
+def stacked_path(path: str) -> str:
+    """The mlx-lm path of a stacked expert module (``X.experts.P`` -> ``X.switch_mlp.P``)."""
 
 def dtypes() -> dict[str, int]:
     """Every safetensors dtype name with its bits per element."""

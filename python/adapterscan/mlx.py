@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without mlx
 from ._atomic import replace_files
 from ._check import Report
 from ._check import check as _check
-from ._core import AdapterScanError, ExpectedModules
+from ._core import AdapterScanError, ExpectedModules, stacked_path
 from ._scan import Scan, scan
 from .errors import (
     AdapterDataError,
@@ -721,10 +721,7 @@ def load_adapters(
         AdapterScanError: The files cannot be read (a subclass naming the cause).
     """
     s = scan(path)
-    if s.format == "peft":
-        raise AdapterScanError(
-            f"{s.path} is a PEFT adapter; convert it with `adapterscan convert --to mlx` first"
-        )
+    peft = s.format == "peft"
     report = _check(s, expected_modules(model))
     if strict and not report.ok:
         raise AdapterMismatchError(f"{s.path} does not fit the model", report)
@@ -745,7 +742,7 @@ def load_adapters(
         full_tensors = [t for t in declared if t not in bad_keys]
     if s.fine_tune_type == "full":
         full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
-    specs = _specs(s, scale, skip)
+    specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
     recorded = _mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
     if isinstance(recorded, str) and recorded != base_fingerprint(model):
         warnings.warn(
@@ -773,7 +770,9 @@ def load_adapters(
 
     wrappers = {spec.path: _build(model, spec) for spec in specs}
     pairs: list[tuple[str, Any]] = []
-    for spec in specs:
+    for spec in specs if peft else []:
+        pairs += _peft_pairs(spec, saved)
+    for spec in [] if peft else specs:
         legacy_a = None
         for key in spec.keys:
             name, value = _adapted_tensor(spec, key, saved[key])
@@ -830,3 +829,111 @@ def _live_name(base_name: str, wrappers: Mapping[str, Any]) -> str:
         return base_name
     inner = "embedding" if wrapper.get("embedding") is not None else "linear"
     return f"{module}.{inner}.{leaf}"
+
+
+# --------------------------------------------------------------------------------------------
+# PEFT adapters (Hugging Face layout) loaded into MLX models
+# --------------------------------------------------------------------------------------------
+
+_PEFT_PREFIX = "base_model.model."
+
+
+def _peft_first_match(patterns: Mapping[str, Any], path: str) -> Any:
+    r"""Peft's rule: the first key ``k`` with ``re.match(rf"(.*\.)?({k})$", path)`` wins."""
+    import re
+
+    for key, value in patterns.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return value
+    return None
+
+
+def _peft_specs(s: Scan, model: nn.Module, skip: set[str]) -> list[_Spec]:
+    """Per-module specs for a PEFT adapter.
+
+    Module paths are mlx-lm's (stacked experts), ranks come from the tensors, and the scale is
+    alpha/r (rsLoRA: alpha/sqrt(r)) with ``alpha_pattern`` resolved by peft's first-match rule.
+    """
+    import math
+
+    cfg = s.config or {}
+    cfg_path = s.config_path or ""
+    refused = []
+    for name in s.non_adapter_tensors:
+        bare = name.removeprefix(_PEFT_PREFIX)
+        if bare.endswith(".base_layer.weight"):
+            module = bare.removesuffix(".base_layer.weight")
+            live = dict(tree_flatten(model.parameters())).get(f"{module}.weight")
+            if live is not None and tuple(live.shape) == tuple(s.tensors[name].shape):
+                continue  # peft's copy of a targeted embedding; the model has its own
+        refused.append(bare)
+    if refused:
+        raise AdapterScanError(
+            f"{s.path}: full tensors an mlx LoRA adapter cannot hold (modules_to_save, "
+            f"trainable tokens, or a resized embedding): {', '.join(refused[:10])}"
+        )
+    alpha_default = cfg.get("lora_alpha", 8)
+    patterns = _mapping(cfg.get("alpha_pattern"))
+    rslora = bool(cfg.get("use_rslora", False))
+    args = getattr(model, "args", None)
+    tied = bool(getattr(args, "tie_word_embeddings", False))
+    specs = []
+    for path, m in s.modules.items():
+        if path in skip:
+            continue
+        if m.layout == "peft_param_wrapper":
+            raise AdapterScanError(
+                f"{path}: PEFT target_parameters (fused expert) adapters are not supported yet"
+            )
+        if m.rank is None:
+            raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
+        if m.kind == "embedding" and m.variant == "dora":
+            raise AdapterScanError(
+                f"{path}: DoRA on an embedding cannot be converted (peft's magnitude is per "
+                "embedding dimension, mlx-lm's per token)"
+            )
+        if m.kind == "embedding" and tied:
+            raise AdapterScanError(
+                f"{path}: the model ties its embedding to the output head; mlx-lm's "
+                "LoRAEmbedding would add the delta to the head too, which peft does not"
+            )
+        alpha = _peft_first_match(patterns, path)
+        alpha = _number(alpha_default if alpha is None else alpha, "lora_alpha", cfg_path)
+        rank = int(m.rank)
+        specs.append(
+            _Spec(
+                path=stacked_path(path),
+                kind=m.kind,
+                variant=m.variant,
+                layout=m.layout,
+                rank=rank,
+                scale=alpha / (math.sqrt(rank) if rslora else rank),
+                dropout=_number(cfg.get("lora_dropout", 0.0), "lora_dropout", cfg_path),
+                keys=list(m.keys),
+            )
+        )
+    return specs
+
+
+def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The live parameters for one PEFT module: dense factors transposed, experts stacked."""
+    if spec.layout == "peft_per_expert":
+        a: dict[int, Any] = {}
+        b: dict[int, Any] = {}
+        for key in spec.keys:
+            expert = int(key.split(".experts.")[-1].split(".")[0])
+            (a if ".lora_A." in key else b)[expert] = saved[key]
+        return [
+            (_join(spec.path, "lora_a"), mx.stack([a[e] for e in sorted(a)])),
+            (_join(spec.path, "lora_b"), mx.stack([b[e] for e in sorted(b)])),
+        ]
+    pairs = []
+    for key in spec.keys:
+        value = saved[key]
+        if key.endswith((".lora_A.weight", ".lora_embedding_A")):
+            pairs.append((_join(spec.path, "lora_a"), value.T))
+        elif key.endswith((".lora_B.weight", ".lora_embedding_B")):
+            pairs.append((_join(spec.path, "lora_b"), value.T))
+        else:  # lora_magnitude_vector(.weight)
+            pairs.append((_join(spec.path, "m"), value))
+    return pairs
