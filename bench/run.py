@@ -301,7 +301,13 @@ def main() -> int:
         "import json,struct,sys; f=open(sys.argv[1],'rb'); n=struct.unpack('<Q',f.read(8))[0]; "
         "h=json.loads(f.read(n)); print(len(h))"
     )
-    cli = [sys.executable, "-m", "adapterscan", "inspect", "--json", str(scales["s1"])]
+    script = Path(sys.executable).with_name("adapterscan")
+    cli = [
+        str(script) if script.exists() else "adapterscan",
+        "inspect",
+        "--json",
+        str(scales["s1"]),
+    ]
     results["whole_process_s1_ms"] = {
         "adapterscan inspect --json": whole_process(cli, runs),
         "python -c json": whole_process([sys.executable, "-c", py_json, str(s1_file)], runs),

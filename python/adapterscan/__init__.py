@@ -4,7 +4,7 @@ The scanner reads only safetensors headers (never tensor bytes) and needs no MLX
 ``adapterscan.mlx`` module (``pip install "adapterscan[mlx]"``) works with live MLX models.
 """
 
-from typing import Any
+from __future__ import annotations
 
 from ._check import Report, ShapeMismatch, check, read_base
 from ._core import (
@@ -42,9 +42,14 @@ from ._core import (
     __version__,
     dtypes,
 )
-from ._data import DataProblem, DataReport, verify_data
 from ._scan import Scan, TensorInfo, scan
 from .errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning, SaveError
+
+TYPE_CHECKING = False  # `typing` is for type checkers only: it slows the command line's start-up
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ._data import DataProblem, DataReport
 
 __all__ = [
     "AdapterDataError",
@@ -96,6 +101,22 @@ __all__ = [
     "scan",
     "verify_data",
 ]
+
+
+def verify_data(*args: Any, **kwargs: Any) -> DataReport:
+    """Read the tensor values; see :func:`adapterscan._data.verify_data` (imported on first use)."""
+    from ._data import verify_data as _verify_data
+
+    return _verify_data(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    # The data-pass types live in a module that is imported only when needed (start-up time).
+    if name in ("DataProblem", "DataReport"):
+        from . import _data
+
+        return getattr(_data, name)
+    raise AttributeError(f"module 'adapterscan' has no attribute {name!r}")
 
 
 def repair(*args: Any, **kwargs: Any) -> Scan:

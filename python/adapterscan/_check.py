@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import Any, Literal, NamedTuple
 
 from . import _core
 from ._core import ExpectedModules, Problem
 from ._scan import Scan, scan
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
 
-class ShapeMismatch(NamedTuple):
-    """A saved tensor whose shape is not the one the model needs."""
+    class ShapeMismatch(NamedTuple):
+        """A saved tensor whose shape is not the one the model needs."""
 
-    key: str
-    saved: tuple[int, ...]
-    expected: tuple[int, ...]
+        key: str
+        saved: tuple[int, ...]
+        expected: tuple[int, ...]
+
+else:
+    ShapeMismatch = collections.namedtuple("ShapeMismatch", ["key", "saved", "expected"])
+    ShapeMismatch.__doc__ = "A saved tensor whose shape is not the one the model needs."
 
 
 class Report:

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import collections
 import os
-from typing import Any, Literal, NamedTuple
 
 from . import _core
 from ._core import FileInfo, Module, ModuleGroup, Problem
 
+# `typing` is for type checkers only: importing it slows the command line's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
 
-class TensorInfo(NamedTuple):
-    """One tensor as its header describes it."""
+    class TensorInfo(NamedTuple):
+        """One tensor as its header describes it."""
 
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    data_offsets: tuple[int, int]
-    file: str
+        name: str
+        dtype: str
+        shape: tuple[int, ...]
+        data_offsets: tuple[int, int]
+        file: str
+
+else:
+    TensorInfo = collections.namedtuple(
+        "TensorInfo", ["name", "dtype", "shape", "data_offsets", "file"]
+    )
+    TensorInfo.__doc__ = "One tensor as its header describes it."
 
 
 class Scan:
