@@ -106,6 +106,27 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--base", metavar="BASE_DIR", help="base model folder (for num_layers)")
     rep.add_argument("--json", action="store_true", help="print the repaired scan as JSON")
 
+    conv = sub.add_parser(
+        "convert",
+        help="write a PEFT adapter as one stock mlx-lm loads with the same results (needs [mlx])",
+        description=(
+            "Convert a PEFT adapter folder into an mlx-lm adapter folder: factors transposed or "
+            "stacked, per-module scales kept (zero-padding to the largest rank and folding scales "
+            "into lora_b when modules differ), keys = full module paths. Written atomically. "
+            "Exit 0 on success, 2 when the input cannot be read or cannot be represented."
+        ),
+    )
+    conv.add_argument("src", help="PEFT adapter folder")
+    conv.add_argument("dst", help="folder to write")
+    conv.add_argument("--to", choices=["mlx"], default="mlx", help="target format")
+    conv.add_argument("--base", metavar="BASE_DIR", help="base model folder (tied embeddings)")
+    conv.add_argument(
+        "--drop-embedding-copy",
+        action="store_true",
+        help="leave out peft's copy of a targeted embedding (base_layer.weight)",
+    )
+    conv.add_argument("--json", action="store_true", help="print the written adapter's scan")
+
     demo = sub.add_parser(
         "demo",
         help="build small real adapters with mlx-lm and inspect them (needs adapterscan[mlx])",
@@ -196,6 +217,19 @@ def _repair(args: argparse.Namespace) -> int:
     return EXIT_OK if result.ok else EXIT_FINDINGS
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from .mlx import convert_to_mlx
+
+    result = convert_to_mlx(
+        args.src, args.dst, base=args.base, drop_embedding_copy=args.drop_embedding_copy
+    )
+    if args.json:
+        sys.stdout.write(result.to_json(pretty=True) + "\n")
+    else:
+        print(f"wrote {args.dst}: {len(result.modules)} modules, {result.tensor_count} tensors")
+    return EXIT_OK
+
+
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
@@ -219,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if args.command == "repair":
             return _repair(args)
+        if args.command == "convert":
+            return _convert(args)
         return _demo(args)
     except AdapterScanError as e:
         print(f"adapterscan: error: {e}", file=sys.stderr)

@@ -44,6 +44,7 @@ from .errors import (
 
 __all__ = [
     "check",
+    "convert_to_mlx",
     "expected_modules",
     "load_adapters",
     "save_adapters",
@@ -388,7 +389,7 @@ def _write(
         "format": "mlx",
         "adapterscan_schema": str(SCHEMA_VERSION),
         "adapterscan_save_id": ours["save_id"],
-        "base_fingerprint": ours["base_fingerprint"],
+        "base_fingerprint": str(ours.get("base_fingerprint") or ""),
         "fine_tune_type": cfg["fine_tune_type"],
     }
     mx.eval(list(weights.values()))
@@ -848,7 +849,14 @@ def _peft_first_match(patterns: Mapping[str, Any], path: str) -> Any:
     return None
 
 
-def _peft_specs(s: Scan, model: nn.Module, skip: set[str]) -> list[_Spec]:
+def _peft_specs(
+    s: Scan,
+    model: nn.Module | None,
+    skip: set[str],
+    *,
+    drop_embedding_copy: bool = False,
+    tied: bool | None = None,
+) -> list[_Spec]:
     """Per-module specs for a PEFT adapter.
 
     Module paths are mlx-lm's (stacked experts), ranks come from the tensors, and the scale is
@@ -862,8 +870,11 @@ def _peft_specs(s: Scan, model: nn.Module, skip: set[str]) -> list[_Spec]:
     for name in s.non_adapter_tensors:
         bare = name.removeprefix(_PEFT_PREFIX)
         if bare.endswith(".base_layer.weight"):
+            if drop_embedding_copy:
+                continue  # asked for: peft's copy of a targeted embedding is not carried over
             module = bare.removesuffix(".base_layer.weight")
-            live = dict(tree_flatten(model.parameters())).get(f"{module}.weight")
+            params = dict(tree_flatten(model.parameters())) if model is not None else {}
+            live = params.get(f"{module}.weight")
             if live is not None and tuple(live.shape) == tuple(s.tensors[name].shape):
                 continue  # peft's copy of a targeted embedding; the model has its own
         refused.append(bare)
@@ -875,8 +886,8 @@ def _peft_specs(s: Scan, model: nn.Module, skip: set[str]) -> list[_Spec]:
     alpha_default = cfg.get("lora_alpha", 8)
     patterns = _mapping(cfg.get("alpha_pattern"))
     rslora = bool(cfg.get("use_rslora", False))
-    args = getattr(model, "args", None)
-    tied = bool(getattr(args, "tie_word_embeddings", False))
+    if tied is None:
+        tied = bool(getattr(getattr(model, "args", None), "tie_word_embeddings", False))
     specs = []
     for path, m in s.modules.items():
         if path in skip:
@@ -937,3 +948,101 @@ def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
         else:  # lora_magnitude_vector(.weight)
             pairs.append((_join(spec.path, "m"), value))
     return pairs
+
+
+def convert_to_mlx(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    base: str | os.PathLike[str] | None = None,
+    drop_embedding_copy: bool = False,
+) -> Scan:
+    """Write a PEFT adapter as an adapter stock mlx-lm ``load_adapters`` loads with the same result.
+
+    Factors are transposed (dense, embedding) or stacked (per-expert keys), and each module's
+    scale (``lora_alpha / r``, or ``/ sqrt(r)`` with rsLoRA, ``alpha_pattern`` by first match) is
+    kept. When modules differ in rank or scale, every factor is zero-padded to the largest rank and
+    each module's scale is folded into its ``lora_b``, with ``scale: 1.0`` (exact: padding adds
+    zeros to the product, and the scale multiplies it either way). ``keys`` are the full module
+    paths, so mlx-lm wraps exactly those modules.
+
+    Args:
+        src: The PEFT adapter folder.
+        dst: The folder to write (created; its other files are kept; written atomically).
+        base: The base model folder, to refuse an embedding adapter on tied embeddings.
+        drop_embedding_copy: Leave out peft's copy of a targeted embedding
+            (``base_layer.weight``); without it such an adapter is refused.
+
+    Returns:
+        The scan of the written adapter.
+    """
+    s = scan(src)
+    if s.format != "peft":
+        raise AdapterScanError(f"{s.path} is not a PEFT adapter (format {s.format})")
+    if not s.ok:
+        raise AdapterMismatchError(f"{s.path} has errors", _empty_report(s))
+    tied = False
+    if base is not None:
+        base_cfg = Path(base) / "config.json"
+        if base_cfg.exists():
+            tied = bool(json.loads(base_cfg.read_text()).get("tie_word_embeddings", False))
+    cfg = s.config or {}
+    specs = _peft_specs(s, None, set(), drop_embedding_copy=drop_embedding_copy, tied=tied)
+    arrays: dict[str, Any] = {}
+    for f in s.files:
+        loaded: Any = mx.load(f.path)
+        arrays.update(loaded)
+    pairs = {spec.path: dict(_peft_pairs(spec, arrays)) for spec in specs}
+    ranks = {spec.rank for spec in specs}
+    scales = {float(spec.scale) for spec in specs if isinstance(spec.scale, float)}
+    uniform = len(ranks) == 1 and len(scales) == 1
+    r_max = max(ranks)
+    weights: dict[str, Any] = {}
+    for spec in specs:
+        tensors = pairs[spec.path]
+        a = tensors[_join(spec.path, "lora_a")]
+        b = tensors[_join(spec.path, "lora_b")]
+        if not uniform:
+            pad = r_max - spec.rank
+            if a.ndim == 3:  # (E, r, in) / (E, out, r)
+                a = mx.pad(a, [(0, 0), (0, pad), (0, 0)])
+                b = mx.pad(b, [(0, 0), (0, 0), (0, pad)]) * spec.scale
+            else:  # (in, r) / (r, out)
+                a = mx.pad(a, [(0, 0), (0, pad)])
+                b = mx.pad(b, [(0, pad), (0, 0)]) * spec.scale
+        weights[_join(spec.path, "lora_a")] = a
+        weights[_join(spec.path, "lora_b")] = b.astype(a.dtype)
+        if _join(spec.path, "m") in tensors:
+            weights[_join(spec.path, "m")] = tensors[_join(spec.path, "m")]
+    scale = next(iter(scales)) if uniform else 1.0
+    dropout = _number(cfg.get("lora_dropout", 0.0), "lora_dropout", s.config_path or "")
+    paths = sorted((spec.path for spec in specs), key=_natural_key)
+    out_cfg: dict[str, Any] = {
+        "fine_tune_type": "dora" if any(spec.variant == "dora" for spec in specs) else "lora",
+        "num_layers": -1,
+        "lora_parameters": {"rank": r_max, "scale": scale, "dropout": dropout, "keys": paths},
+        "rank": r_max,
+        "scale": scale,
+        "dropout": dropout,
+        "adapterscan": {
+            "schema_version": SCHEMA_VERSION,
+            "kind": "converted",
+            "save_id": uuid.uuid4().hex,
+            "source": {"format": "peft", "path": str(s.path)},
+            "base_fingerprint": None,
+            "modules": {
+                spec.path: {
+                    "kind": spec.kind,
+                    "variant": spec.variant,
+                    "rank": r_max,
+                    "scale": scale,
+                    "dropout": dropout,
+                }
+                for spec in specs
+            },
+        },
+    }
+    for key in ("base_model_name_or_path", "revision"):
+        if key in cfg:
+            out_cfg[key] = cfg[key]
+    return _write(dst, weights, out_cfg)
