@@ -854,6 +854,13 @@ fn stacked_path(path: &str) -> String {
     crate::base::stacked_path(path)
 }
 
+/// The Hugging Face per-expert name of expert `e` of a stacked module (`X.switch_mlp.P` ->
+/// `X.experts.{e}.P`, Mixtral's `w1`/`w3`/`w2`).
+#[pyfunction]
+fn per_expert_path(path: &str, e: u64) -> String {
+    crate::base::per_expert_path(path, e)
+}
+
 /// The names of every safetensors dtype with its bits per element.
 #[pyfunction]
 fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
@@ -868,8 +875,8 @@ fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
 mod _core {
     #[pymodule_export]
     use super::{
-        check, check_paths, dtypes, read_base, scan, stacked_path, PyDataPass, PyExpected,
-        PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyReport, PyScan,
+        check, check_paths, dtypes, per_expert_path, read_base, scan, stacked_path, PyDataPass,
+        PyExpected, PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyReport, PyScan,
     };
     #[pymodule_export]
     use super::{

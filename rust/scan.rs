@@ -1236,6 +1236,16 @@ fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
     }
 }
 
+/// A per-expert target name in the grouped form modules use (`x.experts.3.w1` -> `x.experts.w1`).
+fn grouped(target: &str) -> String {
+    let mut out = String::new();
+    if crate::lora::expert_split_into(target, &mut out).is_some() {
+        out
+    } else {
+        target.to_string()
+    }
+}
+
 fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) -> Result<()> {
     if modules.is_empty() {
         return Ok(());
@@ -1285,7 +1295,9 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
             check_rank(cx, m, r, "the PEFT config (r / rank_pattern)");
         }
         let targeted = match (&c.target_modules, &target_regex) {
-            (Some(TargetModules::Names(names)), _) => names.iter().any(|t| key_covers(t, &m.path)),
+            (Some(TargetModules::Names(names)), _) => names
+                .iter()
+                .any(|t| key_covers(t, &m.path) || key_covers(&grouped(t), &m.path)),
             (_, Some(re)) => re.is_match(&m.path) || m.kind == Kind::Switch,
             _ => true,
         };
@@ -1308,7 +1320,11 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
     }
     if let Some(TargetModules::Names(names)) = &c.target_modules {
         for t in names {
-            if !modules.iter().any(|m| key_covers(t, &m.path)) {
+            let g = grouped(t);
+            if !modules
+                .iter()
+                .any(|m| key_covers(t, &m.path) || key_covers(&g, &m.path))
+            {
                 cx.warn(
                     "target_unmatched",
                     Some(t),

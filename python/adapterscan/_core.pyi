@@ -41,6 +41,7 @@ __all__ = [
     "check",
     "check_paths",
     "dtypes",
+    "per_expert_path",
     "read_base",
     "scan",
     "stacked_path",
@@ -277,6 +278,9 @@ def scan(
 
 def stacked_path(path: str) -> str:
     """The mlx-lm path of a stacked expert module (``X.experts.P`` -> ``X.switch_mlp.P``)."""
+
+def per_expert_path(path: str, e: int) -> str:
+    """The Hugging Face name of expert ``e``: ``X.switch_mlp.P`` -> ``X.experts.{e}.P``."""
 
 def dtypes() -> dict[str, int]:
     """Every safetensors dtype name with its bits per element."""

@@ -108,17 +108,20 @@ def _parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser(
         "convert",
-        help="write a PEFT adapter as one stock mlx-lm loads with the same results (needs [mlx])",
+        help="convert between PEFT and mlx-lm adapter layouts (needs adapterscan[mlx])",
         description=(
-            "Convert a PEFT adapter folder into an mlx-lm adapter folder: factors transposed or "
-            "stacked, per-module scales kept (zero-padding to the largest rank and folding scales "
-            "into lora_b when modules differ), keys = full module paths. Written atomically. "
-            "Exit 0 on success, 2 when the input cannot be read or cannot be represented."
+            "--to mlx: write a PEFT adapter folder as an mlx-lm adapter that stock mlx-lm loads "
+            "with the same results (factors transposed or stacked, per-module scales kept; "
+            "zero-padding to the largest rank and folding scales into lora_b when modules "
+            "differ; keys = full module paths). --to peft: write an mlx adapter in PEFT's layout "
+            "(adapter_model.safetensors + a PEFT config with rank_pattern/alpha_pattern). "
+            "Written atomically. Exit 0 on success, 2 when the input cannot be read or cannot be "
+            "represented."
         ),
     )
-    conv.add_argument("src", help="PEFT adapter folder")
+    conv.add_argument("src", help="adapter folder to convert")
     conv.add_argument("dst", help="folder to write")
-    conv.add_argument("--to", choices=["mlx"], default="mlx", help="target format")
+    conv.add_argument("--to", choices=["mlx", "peft"], required=True, help="target layout")
     conv.add_argument("--base", metavar="BASE_DIR", help="base model folder (tied embeddings)")
     conv.add_argument(
         "--drop-embedding-copy",
@@ -218,11 +221,14 @@ def _repair(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from .mlx import convert_to_mlx
+    from .mlx import convert_to_mlx, convert_to_peft
 
-    result = convert_to_mlx(
-        args.src, args.dst, base=args.base, drop_embedding_copy=args.drop_embedding_copy
-    )
+    if args.to == "peft":
+        result = convert_to_peft(args.src, args.dst)
+    else:
+        result = convert_to_mlx(
+            args.src, args.dst, base=args.base, drop_embedding_copy=args.drop_embedding_copy
+        )
     if args.json:
         sys.stdout.write(result.to_json(pretty=True) + "\n")
     else:

@@ -32,7 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without mlx
 from ._atomic import replace_files
 from ._check import Report
 from ._check import check as _check
-from ._core import AdapterScanError, ExpectedModules, stacked_path
+from ._core import AdapterScanError, ExpectedModules, per_expert_path, stacked_path
 from ._scan import Scan, scan
 from .errors import (
     AdapterDataError,
@@ -45,6 +45,7 @@ from .errors import (
 __all__ = [
     "check",
     "convert_to_mlx",
+    "convert_to_peft",
     "expected_modules",
     "load_adapters",
     "save_adapters",
@@ -1046,3 +1047,119 @@ def convert_to_mlx(
         if key in cfg:
             out_cfg[key] = cfg[key]
     return _write(dst, weights, out_cfg)
+
+
+def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Scan:
+    """Write an mlx adapter in Hugging Face PEFT's layout (``adapter_model.safetensors``).
+
+    Dense and embedding factors are transposed, switch (MoE) factors are split per expert under
+    the Hugging Face names (``mlp.experts.{e}.X``; Mixtral ``experts.{e}.w1/w3/w2``), DoRA
+    magnitudes of linear layers become ``lora_magnitude_vector``. The config has
+    ``target_modules`` = the full module paths, ``r``/``lora_alpha`` of the most common module,
+    and ``rank_pattern``/``alpha_pattern`` (escaped full paths) for the others, so peft rebuilds
+    every module with its own rank and scale (``lora_alpha = scale * r``).
+
+    Raises:
+        AdapterScanError: The adapter is not in mlx's layout, or holds what PEFT cannot (DoRA on
+            an embedding, layer-wrapped or list-valued factors).
+    """
+    import re
+
+    s = scan(src)
+    if s.format != "mlx":
+        raise AdapterScanError(f"{s.path} is not an mlx adapter (format {s.format})")
+    if not s.ok:
+        raise AdapterMismatchError(f"{s.path} has errors", _empty_report(s))
+    specs = _specs(s, None, set())
+    arrays: dict[str, Any] = {}
+    for f in s.files:
+        loaded: Any = mx.load(f.path)
+        arrays.update(loaded)
+    pre = _PEFT_PREFIX
+    weights: dict[str, Any] = {}
+    for spec in specs:
+        if spec.layout not in ("mlx_linear", "mlx_embedding", "mlx_switch", "mlx_switch_legacy"):
+            raise AdapterScanError(f"{spec.path}: {spec.layout} factors have no PEFT form here")
+        a = arrays[_join(spec.path, "lora_a")]
+        b = arrays[_join(spec.path, "lora_b")]
+        m = arrays.get(_join(spec.path, "m"))
+        if spec.kind == "switch":
+            if a.ndim == 2:  # mlx-lm < 0.28.3: (E*r, in)
+                a = a.reshape(b.shape[0], spec.rank, -1)
+            for e in range(a.shape[0]):
+                p = per_expert_path(stacked_path(spec.path), e)
+                weights[f"{pre}{p}.lora_A.weight"] = a[e]
+                weights[f"{pre}{p}.lora_B.weight"] = b[e]
+        elif spec.kind == "embedding":
+            if m is not None:
+                raise AdapterScanError(
+                    f"{spec.path}: DoRA on an embedding has no PEFT form (magnitude axes differ)"
+                )
+            weights[f"{pre}{spec.path}.lora_embedding_A"] = a.T
+            weights[f"{pre}{spec.path}.lora_embedding_B"] = b.T
+        else:
+            weights[f"{pre}{spec.path}.lora_A.weight"] = a.T
+            weights[f"{pre}{spec.path}.lora_B.weight"] = b.T
+            if m is not None:
+                weights[f"{pre}{spec.path}.lora_magnitude_vector"] = m
+    weights = {k: mx.contiguous(v) for k, v in weights.items()}
+
+    def alpha(spec: _Spec) -> float:
+        if not isinstance(spec.scale, float):
+            raise AdapterScanError(f"{spec.path}: a per-expert scale array has no PEFT form")
+        return spec.scale * spec.rank
+
+    r = _most_common([spec.rank for spec in specs])
+    a_common = _most_common([alpha(spec) for spec in specs])
+    targets: list[str] = []
+    for spec in specs:
+        if spec.kind == "switch":
+            experts = arrays[_join(spec.path, "lora_b")].shape[0]
+            targets += [per_expert_path(stacked_path(spec.path), e) for e in range(experts)]
+        else:
+            targets.append(spec.path)
+    config: dict[str, Any] = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": r,
+        "lora_alpha": a_common,
+        "lora_dropout": _most_common([spec.dropout for spec in specs]),
+        "target_modules": targets,
+        "rank_pattern": {
+            re.escape(spec.path): spec.rank
+            for spec in specs
+            if spec.kind != "switch" and spec.rank != r
+        },
+        "alpha_pattern": {
+            re.escape(spec.path): alpha(spec)
+            for spec in specs
+            if spec.kind != "switch" and alpha(spec) != a_common
+        },
+        "use_rslora": False,
+        "use_dora": any(spec.variant == "dora" for spec in specs),
+        "bias": "none",
+        "inference_mode": True,
+        "base_model_name_or_path": (s.config or {}).get("model"),
+    }
+    if any(spec.kind == "switch" for spec in specs):
+        # Per-expert modules of a switch layer share the switch's rank and scale.
+        for spec in specs:
+            if spec.kind == "switch":
+                for e in range(arrays[_join(spec.path, "lora_b")].shape[0]):
+                    key = re.escape(per_expert_path(stacked_path(spec.path), e))
+                    if spec.rank != r:
+                        config["rank_pattern"][key] = spec.rank
+                    if alpha(spec) != a_common:
+                        config["alpha_pattern"][key] = alpha(spec)
+
+    def write_weights(p: Path) -> None:
+        mx.save_safetensors(str(p), weights, metadata={"format": "pt"})
+
+    def write_config(p: Path) -> None:
+        p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+    target = Path(dst)
+    replace_files(
+        target, {"adapter_model.safetensors": write_weights, "adapter_config.json": write_config}
+    )
+    return scan(target)
