@@ -58,6 +58,8 @@ def test_tied_embeddings_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
         "convert",
         str(FIXTURES / "llama-embedding-q"),
         str(tmp_path / "o"),
+        "--to",
+        "mlx",
         "--base",
         str(tied),
     ]
@@ -114,7 +116,8 @@ def test_to_peft_and_back(tmp_path: Path, case: str) -> None:
     model = trained(config, **lora)
     before = logits(model)
     am.save_adapters(model, tmp_path / "mlx")
-    peft_scan = am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    assert main(["convert", str(tmp_path / "mlx"), str(tmp_path / "peft"), "--to", "peft"]) == 0
+    peft_scan = adapterscan.scan(tmp_path / "peft")
     assert peft_scan.format == "peft"
     assert peft_scan.ok, [(p.code, p.path) for p in peft_scan.problems]
     # adapterscan loads the PEFT form to the same function...
