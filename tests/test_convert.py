@@ -19,7 +19,14 @@ TOKENS = [[1, 5, 9, 33, 2, 77, 100, 3]]
 
 
 @pytest.mark.parametrize(
-    "case", ["llama-all-linear", "llama-rslora-patterns", "llama-embedding-q", "llama-dora"]
+    "case",
+    [
+        "llama-all-linear",
+        "llama-rslora-patterns",
+        "llama-embedding-q",
+        "llama-dora",
+        "qwen3-moe-per-expert",
+    ],
 )
 def test_stock_mlx_lm_reproduces_peft(tmp_path: Path, case: str) -> None:
     import mlx.core as mx
@@ -27,7 +34,8 @@ def test_stock_mlx_lm_reproduces_peft(tmp_path: Path, case: str) -> None:
     from mlx_lm.utils import load_model
 
     out = tmp_path / case
-    args = ["convert", str(FIXTURES / case), str(out), "--to", "mlx", "--base", str(BASE)]
+    base = FIXTURES / ("qwen3-moe-base" if case.startswith("qwen3") else "llama-base")
+    args = ["convert", str(FIXTURES / case), str(out), "--to", "mlx", "--base", str(base)]
     if case == "llama-embedding-q":
         assert main(args) == 2  # peft's embedding copy is not dropped silently
         args.append("--drop-embedding-copy")
@@ -39,7 +47,7 @@ def test_stock_mlx_lm_reproduces_peft(tmp_path: Path, case: str) -> None:
         # Ranks 2, 4 and 8 and three scales: padded to 8, scales folded into lora_b.
         assert cfg["lora_parameters"]["rank"] == 8
         assert cfg["lora_parameters"]["scale"] == 1.0
-    model, _ = load_model(BASE)
+    model, _ = load_model(base)
     model = load_adapters(model, str(out))
     model.eval()
     logits = np.array(model(mx.array(TOKENS)))

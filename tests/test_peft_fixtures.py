@@ -16,7 +16,17 @@ import adapterscan
 FIXTURES = Path(__file__).parent / "fixtures" / "peft"
 BASE = FIXTURES / "llama-base"
 TOKENS = [[1, 5, 9, 33, 2, 77, 100, 3]]
-CASES = ["llama-all-linear", "llama-rslora-patterns", "llama-embedding-q", "llama-dora"]
+CASES = [
+    "llama-all-linear",
+    "llama-rslora-patterns",
+    "llama-embedding-q",
+    "llama-dora",
+    "qwen3-moe-per-expert",
+]
+
+
+def base_of(case: str) -> Path:
+    return FIXTURES / ("qwen3-moe-base" if case.startswith("qwen3-moe") else "llama-base")
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -24,7 +34,7 @@ def test_scan_and_check_without_mlx(case: str) -> None:
     s = adapterscan.scan(FIXTURES / case)
     assert s.format == "peft"
     assert s.config_schema == "peft"
-    report = adapterscan.check(FIXTURES / case, BASE)
+    report = adapterscan.check(FIXTURES / case, base_of(case))
     assert report.ok, report.to_dict()
 
 
@@ -45,9 +55,15 @@ def test_peft_logits_are_reproduced(case: str) -> None:
 
     import adapterscan.mlx as am
 
-    model, _ = load_model(BASE)
+    model, _ = load_model(base_of(case))
     am.load_adapters(model, FIXTURES / case)
     logits = np.array(model(mx.array(TOKENS)))
     reference = np.load(FIXTURES / case / "logits.npy")
     assert logits.shape == reference.shape
     assert float(np.abs(logits - reference).max()) <= 1e-4
+
+
+def test_per_expert_keys_group_into_switch_modules() -> None:
+    s = adapterscan.scan(FIXTURES / "qwen3-moe-per-expert")
+    up = s.modules["model.layers.0.mlp.experts.up_proj"]
+    assert (up.kind, up.layout, up.num_experts, up.rank) == ("switch", "peft_per_expert", 4, 4)
