@@ -112,3 +112,56 @@ def test_repaired_legacy_config_loads_in_stock_mlx_lm(tmp_path: Path) -> None:
     stock.eval()
     x = mx.array([[1, 2, 3, 4]])
     assert float(mx.abs(stock(x) - model(x)).max()) <= 1e-5
+
+
+REPAIR_LOOP = """
+import sys
+import adapterscan
+folder = sys.argv[1]
+n = 0
+while True:
+    n += 1
+    adapterscan.repair(folder, scale=float(n))
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.timeout(300)
+def test_killed_repairs_leave_a_complete_config(tmp_path: Path) -> None:
+    """SIGKILL a process that repairs over and over: the folder always holds one whole config."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = adapter(tmp_path / "a")
+    # A big adapter keeps each write long enough to be interrupted.
+    big = {
+        f"model.layers.{i}.mlp.up_proj.lora_{x}": np.zeros(
+            (4096, 64) if x == "a" else (64, 4096), np.float32
+        )
+        for i in range(8)
+        for x in "ab"
+    }
+    save_numpy(folder / "adapters.safetensors", big)
+    adapterscan.repair(folder, scale=1.0)
+    mid_write = 0
+    for attempt in range(16):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", REPAIR_LOOP, str(folder)], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        proc.stdout.readline()
+        time.sleep(0.005 + 0.011 * attempt)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        mid_write += any("adapterscan-tmp" in p.name for p in tmp_path.iterdir())
+        s = adapterscan.scan(folder)
+        assert s.ok, [(p.code, p.path) for p in s.problems]
+        assert s.config is not None
+        assert s.config["lora_parameters"]["scale"] >= 1.0
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")]
+        assert len(list(folder.glob("adapter_config.json.bak-*"))) >= 1
+    assert mid_write >= 1
