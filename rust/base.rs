@@ -386,25 +386,14 @@ pub fn per_expert_path(path: &str, e: u64) -> String {
 mod tests {
     use super::*;
     use crate::header::parse_header;
-    use crate::header::tests::file_bytes;
+    use crate::header::tests::tensors_file;
 
     fn header(tensors: &[(&str, &str, &[u64])]) -> Header {
-        let mut obj = serde_json::Map::new();
-        let mut off = 0u64;
-        for (n, d, s) in tensors {
-            let bits = crate::dtype::Dtype::from_name(d).unwrap().bits();
-            let len = s.iter().product::<u64>() * bits / 8;
-            obj.insert(
-                (*n).to_string(),
-                serde_json::json!({"dtype": d, "shape": s, "data_offsets": [off, off + len]}),
-            );
-            off += len;
-        }
-        let text = serde_json::to_string(&obj).unwrap();
-        let bytes = file_bytes(&text, off as usize);
+        let bytes = tensors_file(tensors);
+        let n = usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap();
         parse_header(
             Path::new("m.safetensors"),
-            &bytes[8..8 + text.len()],
+            &bytes[8..8 + n],
             bytes.len() as u64,
             &Limits::default(),
         )

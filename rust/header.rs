@@ -679,6 +679,21 @@ pub(crate) mod tests {
     use proptest::prelude::*;
     use std::io::Write;
 
+    /// The bytes of a valid safetensors file holding `(name, dtype, shape)` tensors end to end.
+    pub(crate) fn tensors_file(tensors: &[(&str, &str, &[u64])]) -> Vec<u8> {
+        let mut obj = serde_json::Map::new();
+        let mut off = 0u64;
+        for (n, d, s) in tensors {
+            let len = s.iter().product::<u64>() * Dtype::from_name(d).unwrap().bits() / 8;
+            obj.insert(
+                (*n).to_string(),
+                serde_json::json!({"dtype": d, "shape": s, "data_offsets": [off, off + len]}),
+            );
+            off += len;
+        }
+        file_bytes(&serde_json::to_string(&obj).unwrap(), off as usize)
+    }
+
     /// Build the bytes of a safetensors file from a header text and a data length.
     pub(crate) fn file_bytes(header: &str, data_len: usize) -> Vec<u8> {
         let mut out = (header.len() as u64).to_le_bytes().to_vec();

@@ -1339,26 +1339,11 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::tests::file_bytes;
+    use crate::header::tests::tensors_file;
 
     fn write_st(dir: &Path, name: &str, tensors: &[(&str, &str, &[u64])]) -> PathBuf {
-        let mut obj = serde_json::Map::new();
-        let mut off = 0u64;
-        for (n, d, s) in tensors {
-            let bits = crate::dtype::Dtype::from_name(d).unwrap().bits();
-            let len = s.iter().product::<u64>() * bits / 8;
-            obj.insert(
-                (*n).to_string(),
-                serde_json::json!({"dtype": d, "shape": s, "data_offsets": [off, off + len]}),
-            );
-            off += len;
-        }
         let p = dir.join(name);
-        std::fs::write(
-            &p,
-            file_bytes(&serde_json::to_string(&obj).unwrap(), off as usize),
-        )
-        .unwrap();
+        std::fs::write(&p, tensors_file(tensors)).unwrap();
         p
     }
 

@@ -345,8 +345,6 @@ def _build_config(
     save_id: str,
 ) -> dict[str, Any]:
     cfg = {k: v for k, v in dict(caller or {}).items() if k not in _OWNED_FIELDS}
-    if not isinstance(cfg, dict):
-        raise SaveError("config must be a mapping")
     paths = [x.path for x in modules]
     cfg["fine_tune_type"] = "dora" if any(x.variant == "dora" for x in modules) else "lora"
     cfg["num_layers"] = _layer_count(model)
@@ -868,13 +866,15 @@ def _peft_specs(
     cfg = s.config or {}
     cfg_path = s.config_path or ""
     refused = []
+    params: dict[str, Any] | None = None
     for name in s.non_adapter_tensors:
         bare = name.removeprefix(_PEFT_PREFIX)
         if bare.endswith(".base_layer.weight"):
             if drop_embedding_copy:
                 continue  # asked for: peft's copy of a targeted embedding is not carried over
             module = bare.removesuffix(".base_layer.weight")
-            params = dict(tree_flatten(model.parameters())) if model is not None else {}
+            if params is None:
+                params = dict(tree_flatten(model.parameters())) if model is not None else {}
             live = params.get(f"{module}.weight")
             if live is not None and tuple(live.shape) == tuple(s.tensors[name].shape):
                 continue  # peft's copy of a targeted embedding; the model has its own
