@@ -288,7 +288,8 @@ fn promised<'e>(scan: &Scan, expected: &'e Expected) -> Vec<&'e Target> {
                             .as_ref()
                             .is_some_and(|re| re.is_match(&t.path) || re.is_match(&alt)),
                         None => false,
-                    };
+                    } || fused_key(&t.path)
+                        .is_some_and(|key| c.target_parameters.iter().any(|p| key_covers(p, &key)));
                     let in_layers = match (&c.layers_to_transform, layer_split(&t.path)) {
                         (Some(allowed), Some((_, i, _))) => allowed.contains(&i),
                         (Some(_), None) => false,
@@ -362,6 +363,81 @@ fn prefix_hint(
     })
 }
 
+/// The model's stacked modules that a `target_parameters` wrapper adapts:
+/// `X.experts.gate_up_proj` -> `X.switch_mlp.gate_proj` and `X.switch_mlp.up_proj` (its output is
+/// theirs, stacked), `X.experts.P` -> `X.switch_mlp.P`.
+fn fused_targets<'e>(
+    path: &str,
+    lookup: &foldhash::HashMap<String, &'e Target>,
+) -> Option<Vec<&'e Target>> {
+    if let Some(base) = path.strip_suffix(".gate_up_proj") {
+        let gate = lookup.get(&stacked_path(&format!("{base}.gate_proj")))?;
+        let up = lookup.get(&stacked_path(&format!("{base}.up_proj")))?;
+        Some(vec![gate, up])
+    } else {
+        Some(vec![*lookup.get(&stacked_path(path))?])
+    }
+}
+
+/// Compare a `target_parameters` wrapper's folded factors with the stacked modules it adapts:
+/// `lora_A` `(E * r, in)`, `lora_B` `(out, r * E)` (gate and up stacked: twice the output).
+fn check_fused(
+    scan: &Scan,
+    m: &Module,
+    targets: &[&Target],
+    mismatches: &mut Vec<ShapeMismatch>,
+    problems: &mut Vec<Problem>,
+) {
+    let t = targets[0];
+    let same = targets.iter().all(|x| {
+        x.kind == Kind::Switch
+            && (x.in_dims, x.out_dims, x.num_experts) == (t.in_dims, t.out_dims, t.num_experts)
+    });
+    let (Some(r), Some(e), Some(i), Some(o), true) =
+        (m.rank, t.num_experts, t.in_dims, t.out_dims, same)
+    else {
+        problems.push(Problem::new(
+            "not_checked",
+            Severity::Warning,
+            Some(&m.path),
+            "target_parameters factors are not checked against the base: the rank or the \
+             model's expert layout is unknown"
+                .into(),
+        ));
+        return;
+    };
+    let out = o * targets.len() as u64;
+    for &id in &m.tensor_ids {
+        let tensor = &scan.tensors[id as usize];
+        let want = if tensor.name.ends_with(".lora_A.weight") {
+            vec![e * r, i]
+        } else if tensor.name.ends_with(".lora_B.weight") {
+            vec![out, r * e]
+        } else {
+            continue;
+        };
+        if tensor.shape.as_slice() != want.as_slice() {
+            mismatches.push(ShapeMismatch {
+                key: tensor.name.clone(),
+                saved: tensor.shape.to_vec(),
+                expected: want,
+            });
+        }
+    }
+}
+
+/// The fused-parameter key peft's `target_parameters` would name for a stacked module.
+fn fused_key(path: &str) -> Option<String> {
+    let (head, last) = path.rsplit_once('.')?;
+    let prefix = head.strip_suffix("switch_mlp")?;
+    let param = match last {
+        "gate_proj" | "up_proj" => "gate_up_proj",
+        "down_proj" => "down_proj",
+        _ => return None,
+    };
+    Some(format!("{prefix}experts.{param}"))
+}
+
 /// Diff an adapter scan against what a model expects.
 pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let mut missing = Vec::new();
@@ -405,7 +481,13 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let mut covered: HashSet<&str> = HashSet::new();
     let mut unmatched: Vec<&Module> = Vec::new();
     for m in &scan.modules {
-        let Some(&t) = lookup.get(&stacked_path(&m.path)) else {
+        let fused = m.layout == crate::fused::LAYOUT;
+        let targets = if fused {
+            fused_targets(&m.path, &lookup)
+        } else {
+            lookup.get(&stacked_path(&m.path)).map(|&t| vec![t])
+        };
+        let Some(targets) = targets else {
             unexpected.extend(
                 m.tensor_ids
                     .iter()
@@ -414,8 +496,13 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
             unmatched.push(m);
             continue;
         };
-        covered.insert(t.path.as_str());
-        if m.layout == "peft_param_wrapper" || m.layout == "mlx_fused" {
+        covered.extend(targets.iter().map(|t| t.path.as_str()));
+        if fused {
+            check_fused(scan, m, &targets, &mut mismatches, &mut problems);
+            continue;
+        }
+        let t = targets[0];
+        if m.layout == "mlx_fused" {
             problems.push(Problem::new(
                 "not_checked",
                 Severity::Warning,
@@ -531,9 +618,17 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
             }
         }
     }
+    let target_parameters = scan
+        .config
+        .as_ref()
+        .map_or(&[][..], |c| c.target_parameters.as_slice());
     for t in promised(scan, expected) {
         if !covered.contains(t.path.as_str()) {
-            missing.extend(names_for(&t.path, t, peft, dora));
+            match fused_key(&t.path).and_then(|k| crate::fused::saved_names(&k, target_parameters))
+            {
+                Some(names) if peft => missing.extend(names),
+                _ => missing.extend(names_for(&t.path, t, peft, dora)),
+            }
         }
     }
     if let Some(p) = prefix_hint(&unmatched, &lookup) {

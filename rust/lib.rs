@@ -14,6 +14,7 @@ pub mod check;
 pub mod config;
 pub mod dtype;
 pub mod error;
+pub mod fused;
 pub mod header;
 pub mod index;
 pub mod lora;

@@ -592,7 +592,7 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
             shape: &t.shape,
         })
         .collect();
-    let inference = infer(
+    let mut inference = infer(
         &views,
         InferOptions {
             peft_target_parameters: config
@@ -600,6 +600,30 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
                 .is_some_and(|c| !c.target_parameters.is_empty()),
         },
     );
+    if let Some(c) = config
+        .as_ref()
+        .filter(|c| c.schema == Schema::Peft && !c.target_parameters.is_empty())
+    {
+        let patterns = c
+            .rank_pattern
+            .iter()
+            .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
+            .collect::<Result<Vec<_>>>()?;
+        let rank_for = |path: &str| {
+            patterns
+                .iter()
+                .find(|(re, _)| re.is_match(path))
+                .map(|(_, r)| *r)
+                .or(c.peft_r)
+        };
+        crate::fused::resolve(
+            &mut inference.modules,
+            &views,
+            &c.target_parameters,
+            &rank_for,
+            &mut inference.problems,
+        );
+    }
     problems.extend(inference.problems);
     let non_adapter_names: Vec<&str> = inference
         .non_adapter

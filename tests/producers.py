@@ -262,3 +262,21 @@ def save_hf_per_expert_base(model: Any, config: dict[str, Any], folder: Path) ->
     save_numpy(folder / "model.safetensors", tensors, metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(config))
     return folder
+
+
+def kill_during_writes(args: list[str], delay: float) -> None:
+    """Start a writer loop (``python -c ...``), wait for its first complete write, SIGKILL it after
+    ``delay`` seconds, and reap it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()

@@ -26,6 +26,7 @@ TOKENS = [[1, 5, 9, 33, 2, 77, 100, 3]]
         "llama-embedding-q",
         "llama-dora",
         "qwen3-moe-per-expert",
+        "qwen3-moe-fused",
     ],
 )
 def test_stock_mlx_lm_reproduces_peft(tmp_path: Path, case: str) -> None:
@@ -73,6 +74,22 @@ def test_tied_embeddings_are_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     ]
     assert main([*args, "--drop-embedding-copy"]) == 2
     assert "ties its embedding" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_gpt_oss_fused_experts_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gpt-oss interleaves gate and up rows in gate_up_proj: not split as halves, refused."""
+    import shutil
+
+    src = tmp_path / "gpt-oss"
+    shutil.copytree(FIXTURES / "qwen3-moe-fused", src)
+    cfg = json.loads((src / "adapter_config.json").read_text())
+    cfg["auto_mapping"]["base_model_class"] = "GptOssForCausalLM"
+    (src / "adapter_config.json").write_text(json.dumps(cfg))
+    assert main(["convert", str(src), str(tmp_path / "o"), "--to", "mlx"]) == 2
+    assert "gpt-oss interleaves" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -164,3 +181,64 @@ def test_per_module_ranks_survive_the_trip(tmp_path: Path) -> None:
     assert len(cfg["alpha_pattern"]) == 1
     reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "peft")
     assert max_diff(before, logits(reloaded)) <= 1e-6
+
+
+CONVERT_LOOP = """
+import sys
+import adapterscan.mlx as am
+src_a, src_b, dst = sys.argv[1:]
+n = 0
+while True:
+    am.convert_to_peft(src_a if n % 2 == 0 else src_b, dst)
+    n += 1
+    print(n, flush=True)
+"""
+
+
+@pytest.mark.timeout(600)
+def test_killed_converts_leave_one_whole_adapter(tmp_path: Path) -> None:
+    """SIGKILL a process converting two sources in turn into one folder, at many points."""
+    from producers import kill_during_writes, save_numpy
+
+    # Two mlx adapters that differ in rank, scale and values; each ~8 MB of factors.
+    sources = {}
+    for name, rank, scale, value in (("a", 32, 2.0, 1.0), ("b", 64, 4.0, 2.0)):
+        folder = tmp_path / name
+        tensors = {}
+        for i in range(8):
+            p = f"model.layers.{i}.mlp.up_proj"
+            tensors[f"{p}.lora_a"] = np.full((2048, rank), value, np.float32)
+            tensors[f"{p}.lora_b"] = np.full((rank, 2048), value, np.float32)
+        save_numpy(folder / "adapters.safetensors", tensors)
+        cfg = {"lora_parameters": {"rank": rank, "scale": scale, "dropout": 0.0}, "num_layers": 8}
+        (folder / "adapter_config.json").write_text(json.dumps(cfg))
+        sources[value] = (rank, scale)
+    dst = tmp_path / "out"
+    mid_write = 0
+    seen: set[float] = set()
+    for attempt in range(20):
+        args = [CONVERT_LOOP, str(tmp_path / "a"), str(tmp_path / "b"), str(dst)]
+        kill_during_writes(args, 0.005 + 0.013 * attempt)
+        mid_write += any("adapterscan-tmp" in p.name for p in tmp_path.iterdir())
+        s = adapterscan.scan(dst)
+        assert s.ok, [(p.code, p.path) for p in s.problems]
+        assert s.format == "peft"
+        assert [f.name for f in dst.iterdir() if f.name.startswith(".")] == []
+        cfg = s.config
+        assert cfg is not None
+        header = s.files[0]
+        # The config and the weights come from the same conversion.
+        from safetensors.numpy import load_file
+
+        weights = load_file(str(dst / "adapter_model.safetensors"))
+        values = {float(v.flat[0]) for v in weights.values()}
+        assert len(values) == 1, values
+        (value,) = values
+        rank, scale = sources[value]
+        assert cfg["r"] == rank
+        assert cfg["lora_alpha"] == scale * rank
+        assert {m.rank for m in s.modules.values()} == {rank}
+        assert header.tensor_count == 16
+        seen.add(value)
+    assert mid_write >= 3, "the kills should land inside writes too"
+    assert seen == {1.0, 2.0}

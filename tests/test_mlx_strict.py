@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import adapterscan
-from producers import LLAMA, attach_lora, build_model
+from producers import LLAMA, attach_lora, build_model, kill_during_writes
 
 pytestmark = pytest.mark.mlx
 
@@ -237,14 +232,8 @@ def test_killed_saves_leave_old_or_new_never_a_mix(tmp_path: Path) -> None:
     seen_versions: set[int] = set()
     kills = mid_write = 0
     for attempt in range(24):
-        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         # First save completes; then kill at a delay spread over the next saves.
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        time.sleep(0.01 + 0.017 * attempt)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+        kill_during_writes([script], 0.01 + 0.017 * attempt)
         kills += 1
         staging = [p for p in tmp_path.iterdir() if "adapterscan-tmp" in p.name]
         mid_write += bool(staging)

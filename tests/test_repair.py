@@ -129,11 +129,7 @@ while True:
 @pytest.mark.timeout(300)
 def test_killed_repairs_leave_a_complete_config(tmp_path: Path) -> None:
     """SIGKILL a process that repairs over and over: the folder always holds one whole config."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from producers import kill_during_writes
 
     folder = adapter(tmp_path / "a")
     # A big adapter keeps each write long enough to be interrupted.
@@ -148,15 +144,7 @@ def test_killed_repairs_leave_a_complete_config(tmp_path: Path) -> None:
     adapterscan.repair(folder, scale=1.0)
     mid_write = 0
     for attempt in range(16):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", REPAIR_LOOP, str(folder)], stdout=subprocess.PIPE, text=True
-        )
-        assert proc.stdout is not None
-        proc.stdout.readline()
-        time.sleep(0.005 + 0.011 * attempt)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+        kill_during_writes([REPAIR_LOOP, str(folder)], 0.005 + 0.011 * attempt)
         mid_write += any("adapterscan-tmp" in p.name for p in tmp_path.iterdir())
         s = adapterscan.scan(folder)
         assert s.ok, [(p.code, p.path) for p in s.problems]

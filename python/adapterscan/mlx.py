@@ -514,6 +514,8 @@ class _Spec(NamedTuple):
     scale: float | list[float]
     dropout: float
     keys: list[str]
+    # For a fused ``gate_up_proj`` factor: (which, of how many) row blocks of ``lora_b`` it holds.
+    part: tuple[int, int] | None = None
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -893,10 +895,6 @@ def _peft_specs(
     for path, m in s.modules.items():
         if path in skip:
             continue
-        if m.layout == "peft_param_wrapper":
-            raise AdapterScanError(
-                f"{path}: PEFT target_parameters (fused expert) adapters are not supported yet"
-            )
         if m.rank is None:
             raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
         if m.kind == "embedding" and m.variant == "dora":
@@ -912,19 +910,39 @@ def _peft_specs(
         alpha = _peft_first_match(patterns, path)
         alpha = _number(alpha_default if alpha is None else alpha, "lora_alpha", cfg_path)
         rank = int(m.rank)
-        specs.append(
-            _Spec(
-                path=stacked_path(path),
-                kind=m.kind,
-                variant=m.variant,
-                layout=m.layout,
-                rank=rank,
-                scale=alpha / (math.sqrt(rank) if rslora else rank),
-                dropout=_number(cfg.get("lora_dropout", 0.0), "lora_dropout", cfg_path),
-                keys=list(m.keys),
-            )
+        spec = _Spec(
+            path=stacked_path(path),
+            kind=m.kind,
+            variant=m.variant,
+            layout=m.layout,
+            rank=rank,
+            scale=alpha / (math.sqrt(rank) if rslora else rank),
+            dropout=_number(cfg.get("lora_dropout", 0.0), "lora_dropout", cfg_path),
+            keys=list(m.keys),
         )
+        if m.layout != "peft_param_wrapper":
+            specs.append(spec)
+            continue
+        if _interleaves_gate_up(cfg, model):
+            raise AdapterScanError(
+                f"{path}: gpt-oss interleaves gate and up rows in gate_up_proj; its "
+                "target_parameters factors are not mapped"
+            )
+        base, _, param = path.rpartition(".")
+        if param == "gate_up_proj":
+            # One factor pair for the stacked gate and up rows: A is shared, B splits in halves.
+            for i, half in enumerate(("gate_proj", "up_proj")):
+                specs.append(spec._replace(path=stacked_path(f"{base}.{half}"), part=(i, 2)))
+        else:
+            specs.append(spec)
     return specs
+
+
+def _interleaves_gate_up(cfg: Mapping[str, Any], model: nn.Module | None) -> bool:
+    """Whether the base is gpt-oss, whose fused ``gate_up_proj`` alternates gate and up rows."""
+    base_class = str(_mapping(cfg.get("auto_mapping")).get("base_model_class", ""))
+    model_type = getattr(getattr(model, "args", None), "model_type", "")
+    return base_class.startswith("GptOss") or model_type == "gpt_oss"
 
 
 def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
@@ -939,6 +957,19 @@ def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
             (_join(spec.path, "lora_a"), mx.stack([a[e] for e in sorted(a)])),
             (_join(spec.path, "lora_b"), mx.stack([b[e] for e in sorted(b)])),
         ]
+    if spec.layout == "peft_param_wrapper":
+        # A (E * r, in): experts major; B (out, r * E): experts minor (peft's ParamWrapper).
+        (a_key,) = [k for k in spec.keys if k.endswith(".lora_A.weight")]
+        (b_key,) = [k for k in spec.keys if k.endswith(".lora_B.weight")]
+        folded_a, folded_b = saved[a_key], saved[b_key]
+        experts = folded_a.shape[0] // spec.rank
+        fa = folded_a.reshape(experts, spec.rank, folded_a.shape[1])
+        fb = folded_b.reshape(folded_b.shape[0], spec.rank, experts).transpose(2, 0, 1)
+        if spec.part is not None:
+            which, count = spec.part
+            rows = fb.shape[1] // count
+            fb = fb[:, which * rows : (which + 1) * rows, :]
+        return [(_join(spec.path, "lora_a"), fa), (_join(spec.path, "lora_b"), fb)]
     pairs = []
     for key in spec.keys:
         value = saved[key]
