@@ -274,6 +274,24 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
         path: path.to_path_buf(),
         offset: 8 + e.valid_up_to() as u64,
     })?;
+    let parsed = match crate::header_fast::parse(text, limits.max_tensors) {
+        Some(parsed) => parsed,
+        None => parse_full(path, text, limits)?,
+    };
+    let (metadata, tensors) = parsed;
+    let header = Header {
+        path: path.to_path_buf(),
+        header_len: buf.len() as u64,
+        file_size,
+        metadata,
+        tensors,
+    };
+    validate(&header, limits)?;
+    Ok(header)
+}
+
+/// The full JSON parser: any JSON, every error with its position and tensor.
+pub(crate) fn parse_full(path: &Path, text: &str, limits: &Limits) -> Result<Parsed> {
     let mut state = ParseState {
         path,
         limits,
@@ -295,16 +313,7 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
             }
         }
     };
-    let (metadata, tensors) = parsed;
-    let header = Header {
-        path: path.to_path_buf(),
-        header_len: buf.len() as u64,
-        file_size,
-        metadata,
-        tensors,
-    };
-    validate(&header, limits)?;
-    Ok(header)
+    Ok(parsed)
 }
 
 fn json_error(path: &Path, e: &serde_json::Error, tensor: Option<String>) -> ScanError {
@@ -339,7 +348,7 @@ impl ParseState<'_> {
     }
 }
 
-type Parsed = (Option<BTreeMap<String, String>>, Vec<TensorInfo>);
+use crate::header_fast::Parsed;
 
 struct HeaderVisitor<'s, 'p> {
     state: &'s mut ParseState<'p>,
@@ -592,6 +601,14 @@ fn validate(header: &Header, limits: &Limits) -> Result<()> {
 }
 
 fn check_duplicate_names(header: &Header) -> Result<()> {
+    // Writers usually list names in order: strictly increasing names cannot repeat.
+    if header
+        .tensors
+        .windows(2)
+        .all(|w| w[0].name.as_str() < w[1].name.as_str())
+    {
+        return Ok(());
+    }
     let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
     seen.reserve(header.tensors.len());
     for t in &header.tensors {
@@ -995,6 +1012,60 @@ pub(crate) mod tests {
             expected.sort_by(|a, b| a.name.cmp(&b.name));
             prop_assert_eq!(got, expected);
             prop_assert_eq!(h.metadata, meta);
+        }
+
+        /// The fast path gives the full parser's result whenever it answers, whatever the
+        /// spacing, field order, metadata or dtype; mutated headers make it give up or agree.
+        #[test]
+        fn fast_path_agrees_with_the_full_parser(
+            entries in prop::collection::vec(
+                ("[a-z0-9_.\\\"é]{0,10}", dtype_strategy(), prop::collection::vec(0u64..1_000_000, 0..4), any::<u64>(), any::<u64>()),
+                0..8),
+            meta in prop::option::of(prop::collection::vec(("[a-z\\\"]{0,4}", "[ -~]{0,6}"), 0..3)),
+            ws in prop::collection::vec(prop::sample::select(vec!["", " ", "\n", "\t", "\r\n  "]), 64),
+            order in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let w = |i: usize| ws[i % ws.len()];
+            let mut text = format!("{}{{", w(0));
+            let mut parts = Vec::new();
+            if let Some(m) = &meta {
+                let body: Vec<String> = m.iter().enumerate().map(|(i, (k, v))| {
+                    format!("{}{}{}:{}{}", w(i + 1), serde_json::to_string(k).unwrap(), w(i + 2), w(i + 3), serde_json::to_string(v).unwrap())
+                }).collect();
+                parts.push(format!("\"__metadata__\":{{{}}}", body.join(",")));
+            }
+            for (i, (name, dtype, shape, b, e)) in entries.iter().enumerate() {
+                let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+                let fields = [
+                    format!("\"dtype\"{}:{}\"{dtype}\"", w(i), w(i + 5)),
+                    format!("\"shape\":[{}{}]", w(i + 7), shape.join(&format!("{},", w(i + 2)))),
+                    format!("\"data_offsets\":[{b}{},{}{e}]", w(i + 3), w(i + 4)),
+                ];
+                let fields = if order { fields.join(",") } else { format!("{},{},{}", fields[2], fields[0], fields[1]) };
+                parts.push(format!("{}{}{}:{{{fields}}}", w(i + 6), serde_json::to_string(name).unwrap(), w(i)));
+            }
+            text.push_str(&parts.join(","));
+            text.push('}');
+            text.push_str(w(10));
+            let limits = Limits::default();
+            let full = parse_full(Path::new("x"), &text, &limits);
+            match crate::header_fast::parse(&text, limits.max_tensors) {
+                Some(fast) => prop_assert_eq!(Some(fast), full.ok()),
+                None => prop_assert!(text.contains('\\') || full.is_err(), "gave up on {}", text),
+            }
+            // One byte changed anywhere: the fast path gives up or agrees with the full parser.
+            let mut bytes = text.into_bytes();
+            if !bytes.is_empty() {
+                let i = cut.index(bytes.len());
+                bytes[i] = byte;
+            }
+            if let Ok(mutated) = std::str::from_utf8(&bytes) {
+                if let Some(fast) = crate::header_fast::parse(mutated, limits.max_tensors) {
+                    prop_assert_eq!(Some(fast), parse_full(Path::new("x"), mutated, &limits).ok());
+                }
+            }
         }
 
         /// Arbitrary bytes never panic the parser.

@@ -16,6 +16,7 @@ pub mod dtype;
 pub mod error;
 pub mod fused;
 pub mod header;
+mod header_fast;
 pub mod index;
 pub mod lora;
 pub mod problem;

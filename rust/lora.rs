@@ -328,12 +328,16 @@ pub struct InferOptions {
     pub peft_target_parameters: bool,
 }
 
-/// Group tensors into modules and infer each one.
-pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
+/// Group a run of tensors by module path (the first tensor's index is `offset`).
+fn group(
+    tensors: &[TensorView<'_>],
+    offset: usize,
+) -> (foldhash::HashMap<String, Acc>, Vec<usize>) {
     let mut groups: foldhash::HashMap<String, Acc> = foldhash::HashMap::default();
     let mut scratch = String::new();
     let mut non_adapter = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
+        let i = offset + i;
         let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
             Some(rest) => (rest, true),
             None => (t.name, false),
@@ -358,71 +362,122 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
         acc.members.push((family, leaf, slot, i));
         acc.peft_prefixed |= prefixed;
     }
+    (groups, non_adapter)
+}
 
-    let mut out = Inference {
-        non_adapter,
-        ..Inference::default()
-    };
-    let mut families = Vec::new();
-    let mut paths: Vec<String> = groups.keys().cloned().collect();
-    sort_natural(&mut paths, String::as_str);
-    for path in paths {
-        let acc = &groups[&path];
-        // A lone `m`, `A` or `B` is some other parameter that happens to share the leaf name.
-        let tentative = acc
+/// What one module path yields: a module, or tensors that are not adapter parameters after all.
+enum Outcome {
+    Module(Module, Vec<Problem>, Vec<Family>),
+    NotAdapter(Vec<usize>),
+}
+
+fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions) -> Outcome {
+    // A lone `m`, `A` or `B` is some other parameter that happens to share the leaf name.
+    let tentative = acc
+        .members
+        .iter()
+        .all(|(f, l, _, _)| (*f == Family::Mlx && *l == Leaf::M) || *f == Family::MlxVlmLegacy);
+    let vlm_complete = acc
+        .members
+        .iter()
+        .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::A)
+        && acc
             .members
             .iter()
-            .all(|(f, l, _, _)| (*f == Family::Mlx && *l == Leaf::M) || *f == Family::MlxVlmLegacy);
-        let vlm_complete = acc
-            .members
-            .iter()
-            .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::A)
-            && acc
-                .members
-                .iter()
-                .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::B);
-        if tentative && !vlm_complete {
-            out.non_adapter.extend(acc.members.iter().map(|m| m.3));
+            .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::B);
+    if tentative && !vlm_complete {
+        return Outcome::NotAdapter(acc.members.iter().map(|m| m.3).collect());
+    }
+    let mut fams: Vec<Family> = Vec::new();
+    for (f, l, _, _) in &acc.members {
+        // `m` is shared by the mlx families; it does not make a module mixed.
+        if *f == Family::Mlx && *l == Leaf::M {
             continue;
         }
-        let mut fams: Vec<Family> = Vec::new();
-        for (f, l, _, _) in &acc.members {
-            // `m` is shared by the mlx families; it does not make a module mixed.
-            if *f == Family::Mlx && *l == Leaf::M {
-                continue;
-            }
-            if !fams.contains(f) {
-                fams.push(*f);
-            }
+        if !fams.contains(f) {
+            fams.push(*f);
         }
-        if fams.is_empty() {
-            fams.push(Family::Mlx);
-        }
-        for f in &fams {
-            if !families.contains(f) {
-                families.push(*f);
-            }
-        }
-        let family = fams[0];
-        if fams.len() > 1 {
-            out.problems.push(Problem::new(
-                "mixed_formats",
-                Severity::Error,
-                Some(&path),
-                format!("the module's tensors mix naming conventions ({fams:?})"),
-            ));
-        }
-        // Natural order without comparing strings: by list/expert index, then A, B, magnitude.
-        let mut order: Vec<(Slot, Leaf, usize)> =
-            acc.members.iter().map(|m| (m.2, m.1, m.3)).collect();
-        order.sort_unstable();
-        let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
-        let (mut module, problems) = analyze(&path, family, acc, tensors, opts);
-        module.tensor_ids = ids;
-        out.problems.extend(problems);
-        out.modules.push(module);
     }
-    out.non_adapter.sort_unstable();
+    if fams.is_empty() {
+        fams.push(Family::Mlx);
+    }
+    let family = fams[0];
+    let mut mixed = None;
+    if fams.len() > 1 {
+        mixed = Some(Problem::new(
+            "mixed_formats",
+            Severity::Error,
+            Some(path),
+            format!("the module's tensors mix naming conventions ({fams:?})"),
+        ));
+    }
+    // Natural order without comparing strings: by list/expert index, then A, B, magnitude.
+    let mut order: Vec<(Slot, Leaf, usize)> = acc.members.iter().map(|m| (m.2, m.1, m.3)).collect();
+    order.sort_unstable();
+    let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
+    let (mut module, mut problems) = analyze(path, family, acc, tensors, opts);
+    module.tensor_ids = ids;
+    if let Some(p) = mixed {
+        problems.insert(0, p);
+    }
+    Outcome::Module(module, problems, fams)
+}
+
+/// Group tensors into modules and infer each one (in parallel: tensors are grouped in chunks,
+/// then modules are analysed independently; the result does not depend on the split).
+pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
+    use rayon::prelude::*;
+
+    const CHUNK: usize = 8192;
+    let mut parts: Vec<(foldhash::HashMap<String, Acc>, Vec<usize>)> = tensors
+        .par_chunks(CHUNK)
+        .enumerate()
+        .map(|(c, chunk)| group(chunk, c * CHUNK))
+        .collect();
+    let (mut groups, mut non_adapter) = if parts.is_empty() {
+        Default::default()
+    } else {
+        parts.swap_remove(0)
+    };
+    for (part, na) in parts {
+        non_adapter.extend(na);
+        for (key, acc) in part {
+            match groups.get_mut(&key) {
+                Some(g) => {
+                    g.members.extend(acc.members);
+                    g.peft_prefixed |= acc.peft_prefixed;
+                }
+                None => {
+                    groups.insert(key, acc);
+                }
+            }
+        }
+    }
+    let mut paths: Vec<&String> = groups.keys().collect();
+    sort_natural(&mut paths, |p| p.as_str());
+    let outcomes: Vec<Outcome> = paths
+        .par_iter()
+        .map(|path| outcome(path, &groups[*path], tensors, opts))
+        .collect();
+
+    let mut out = Inference::default();
+    let mut families: Vec<Family> = Vec::new();
+    for o in outcomes {
+        match o {
+            Outcome::NotAdapter(ids) => non_adapter.extend(ids),
+            Outcome::Module(module, problems, fams) => {
+                for f in fams {
+                    if !families.contains(&f) {
+                        families.push(f);
+                    }
+                }
+                out.problems.extend(problems);
+                out.modules.push(module);
+            }
+        }
+    }
+    non_adapter.sort_unstable();
+    out.non_adapter = non_adapter;
     out.families = families;
     out
 }

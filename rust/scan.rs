@@ -340,6 +340,10 @@ struct JsonScan<'a> {
 struct Sources {
     files: Vec<PathBuf>,
     index: Option<(PathBuf, ShardIndex)>,
+    /// A shard index still to read; `files` then comes from it.
+    pending_index: Option<PathBuf>,
+    /// The folder's `.safetensors` files (not checkpoints), read while the index is parsed.
+    candidates: Vec<PathBuf>,
     folder: PathBuf,
     config: Option<PathBuf>,
     /// Files in the folder that look like shards but were not chosen.
@@ -360,7 +364,7 @@ fn is_checkpoint(name: &str) -> bool {
 fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
     let meta = std::fs::metadata(path).map_err(|e| ScanError::io(path, e))?;
     let mut sources = if meta.is_dir() {
-        resolve_folder(path, &opts.limits)?
+        resolve_folder(path)?
     } else {
         let folder = path
             .parent()
@@ -369,28 +373,19 @@ fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if name.ends_with(".index.json") {
-            let index = read_index(path, &opts.limits)?;
-            let files = index
-                .shard_names()
-                .iter()
-                .map(|s| confine(path, &folder, s, Some(".safetensors")))
-                .collect::<Result<Vec<_>>>()?;
-            Sources {
-                files,
-                index: Some((path.to_path_buf(), index)),
-                config: None,
-                others: Vec::new(),
-                folder,
-            }
-        } else {
-            Sources {
-                files: vec![path.to_path_buf()],
-                index: None,
-                config: None,
-                others: Vec::new(),
-                folder,
-            }
+        let pending_index = name.ends_with(".index.json").then(|| path.to_path_buf());
+        Sources {
+            files: if pending_index.is_some() {
+                Vec::new()
+            } else {
+                vec![path.to_path_buf()]
+            },
+            index: None,
+            pending_index,
+            candidates: Vec::new(),
+            config: None,
+            others: Vec::new(),
+            folder,
         }
     };
     sources.config = match &opts.config {
@@ -406,7 +401,7 @@ fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
     Ok(sources)
 }
 
-fn resolve_folder(folder: &Path, limits: &Limits) -> Result<Sources> {
+fn resolve_folder(folder: &Path) -> Result<Sources> {
     let mut indexes = Vec::new();
     let mut weights = Vec::new();
     let mut bins = Vec::new();
@@ -444,25 +439,18 @@ fn resolve_folder(folder: &Path, limits: &Limits) -> Result<Sources> {
         }
     };
     if let Some(index_name) = index_name {
-        let index_path = folder.join(&index_name);
-        let index = read_index(&index_path, limits)?;
-        let names = index.shard_names();
-        let files = names
-            .iter()
-            .map(|s| confine(&index_path, folder, s, Some(".safetensors")))
-            .collect::<Result<Vec<_>>>()?;
-        let referenced: HashSet<&str> = names.iter().map(String::as_str).collect();
-        let others = weights
-            .iter()
-            .filter(|w| !referenced.contains(w.as_str()) && !is_checkpoint(w))
-            .map(|w| folder.join(w))
-            .collect();
         return Ok(Sources {
-            files,
-            index: Some((index_path, index)),
+            files: Vec::new(),
+            index: None,
+            pending_index: Some(folder.join(&index_name)),
+            candidates: weights
+                .iter()
+                .filter(|w| !is_checkpoint(w))
+                .map(|w| folder.join(w))
+                .collect(),
             folder: folder.to_path_buf(),
             config: None,
-            others,
+            others: Vec::new(),
         });
     }
     let chosen = WEIGHT_NAMES
@@ -497,10 +485,59 @@ fn resolve_folder(folder: &Path, limits: &Limits) -> Result<Sources> {
     Ok(Sources {
         files: vec![folder.join(&chosen)],
         index: None,
+        pending_index: None,
+        candidates: Vec::new(),
         folder: folder.to_path_buf(),
         config: None,
         others: Vec::new(),
     })
+}
+
+/// Read the shard index (if any) and every header. A folder's shards are read while its index is
+/// parsed (they are almost always the shards it names); the index then decides which headers
+/// count, and a header that only failed for a file the index does not name is no error.
+fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>> {
+    let folder = sources.folder.clone();
+    let read = |f: &PathBuf| -> Result<Header> {
+        if opts.limits.symlinks == SymlinkPolicy::Inside {
+            check_inside(&folder, f)?;
+        }
+        read_header(f, &opts.limits)
+    };
+    let Some(index_path) = sources.pending_index.take() else {
+        return sources.files.par_iter().map(read).collect();
+    };
+    let (index, early) = rayon::join(
+        || read_index(&index_path, &opts.limits),
+        || {
+            sources
+                .candidates
+                .par_iter()
+                .map(|f| (f, read(f)))
+                .collect::<Vec<_>>()
+        },
+    );
+    let index = index?;
+    let names = index.shard_names();
+    let files = names
+        .iter()
+        .map(|s| confine(&index_path, &folder, s, Some(".safetensors")))
+        .collect::<Result<Vec<_>>>()?;
+    let mut early: HashMap<&PathBuf, Result<Header>> = early.into_iter().collect();
+    let late: Vec<Option<Result<Header>>> = files
+        .par_iter()
+        .map(|f| (!early.contains_key(f)).then(|| read(f)))
+        .collect();
+    let headers = files
+        .iter()
+        .zip(late)
+        .map(|(f, late)| late.or_else(|| early.remove(f)).unwrap_or_else(|| read(f)))
+        .collect::<Result<Vec<_>>>()?;
+    sources.others = early.into_keys().cloned().collect();
+    sources.others.sort();
+    sources.files = files;
+    sources.index = Some((index_path, index));
+    Ok(headers)
 }
 
 /// With [`SymlinkPolicy::Inside`], refuse a file whose real location is outside the folder.
@@ -526,17 +563,13 @@ fn check_inside(folder: &Path, file: &Path) -> Result<()> {
 
 /// Scan the adapter at `path` (a safetensors file, a folder, or a shard index).
 pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
-    let sources = resolve(path, opts)?;
+    let mut sources = resolve(path, opts)?;
+    let headers = read_sources(&mut sources, opts)?;
     if opts.limits.symlinks == SymlinkPolicy::Inside {
-        for f in sources.files.iter().chain(&sources.config) {
-            check_inside(&sources.folder, f)?;
+        if let Some(config) = &sources.config {
+            check_inside(&sources.folder, config)?;
         }
     }
-    let headers: Vec<Header> = sources
-        .files
-        .par_iter()
-        .map(|f| read_header(f, &opts.limits))
-        .collect::<Result<Vec<_>>>()?;
     let config = match &sources.config {
         Some(p) => {
             let bytes =

@@ -1,0 +1,286 @@
+//! A fast path for safetensors headers as writers produce them.
+//!
+//! Headers are JSON objects of a fixed shape: tensor names mapped to `{"dtype": str,
+//! "shape": [uint, ...], "data_offsets": [uint, uint]}`, plus an optional `__metadata__` object of
+//! strings. This parser reads exactly that shape in one pass, with no intermediate values, and
+//! gives up (`None`) on anything else: escapes or control characters in strings, other fields,
+//! numbers that are not plain unsigned integers, duplicate fields or `__metadata__` keys, unknown
+//! dtypes, more tensors than the limit, any syntax it does not expect. The caller then parses the
+//! same bytes with the full `serde_json` visitor, which accepts the rest of JSON and reports every
+//! error with its position. So the fast path decides nothing on its own: for every input it
+//! accepts, the result is the one the full parser gives (a property test checks this).
+
+use std::collections::BTreeMap;
+
+use crate::dtype::Dtype;
+use crate::header::{Shape, TensorInfo};
+
+/// `(metadata, tensors)`, as the full parser returns them.
+pub(crate) type Parsed = (Option<BTreeMap<String, String>>, Vec<TensorInfo>);
+
+struct Cursor<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    /// Skip whitespace, then consume `b`.
+    #[inline]
+    fn eat(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        (self.peek()? == b).then(|| self.pos += 1)
+    }
+
+    /// A string without escapes or control characters, borrowed from the text.
+    #[inline]
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.pos;
+        let len = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
+        if self.bytes[start + len] != b'"' {
+            return None; // an escape
+        }
+        // The smallest byte, not a short-circuit search: the check runs over whole vectors.
+        let body = &self.bytes[start..start + len];
+        if body.iter().copied().min().is_some_and(|b| b < 0x20) {
+            return None;
+        }
+        self.pos = start + len + 1;
+        // Quotes are ASCII, so both ends are character boundaries of the (valid UTF-8) text.
+        self.text.get(start..start + len)
+    }
+
+    /// A plain unsigned integer: `0` or `[1-9][0-9]*`, fitting in 64 bits.
+    #[inline]
+    fn uint(&mut self) -> Option<u64> {
+        self.ws();
+        let first = self.peek()?;
+        if !first.is_ascii_digit() {
+            return None;
+        }
+        self.pos += 1;
+        let mut value = u64::from(first - b'0');
+        while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
+            if value == 0 {
+                return None; // leading zero
+            }
+            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+            self.pos += 1;
+        }
+        // A fraction or exponent makes it a float: the full parser reports it.
+        (!matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(value)
+    }
+
+    fn shape(&mut self) -> Option<Shape> {
+        self.eat(b'[')?;
+        let mut shape = Shape::new();
+        self.ws();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(shape);
+        }
+        loop {
+            shape.push(self.uint()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(shape);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn offsets(&mut self) -> Option<(u64, u64)> {
+        self.eat(b'[')?;
+        let begin = self.uint()?;
+        self.eat(b',')?;
+        let end = self.uint()?;
+        self.eat(b']')?;
+        Some((begin, end))
+    }
+
+    fn entry(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
+        self.eat(b'{')?;
+        let (mut dtype, mut shape, mut offsets) = (None, None, None);
+        loop {
+            let duplicate = match self.string()? {
+                "dtype" => {
+                    self.eat(b':')?;
+                    dtype.replace(Dtype::from_name(self.string()?)?).is_some()
+                }
+                "shape" => {
+                    self.eat(b':')?;
+                    shape.replace(self.shape()?).is_some()
+                }
+                "data_offsets" => {
+                    self.eat(b':')?;
+                    offsets.replace(self.offsets()?).is_some()
+                }
+                _ => return None,
+            };
+            if duplicate {
+                return None;
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some((dtype?, shape?, offsets?));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `null` (leaves `into` empty) or an object of strings.
+    fn metadata(&mut self, into: &mut Option<BTreeMap<String, String>>) -> Option<()> {
+        self.ws();
+        if self.bytes[self.pos..].starts_with(b"null") {
+            self.pos += 4;
+            return Some(());
+        }
+        self.eat(b'{')?;
+        let out = into.insert(BTreeMap::new());
+        self.ws();
+        if self.peek()? == b'}' {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            let value = self.string()?;
+            if out.insert(key.to_string(), value.to_string()).is_some() {
+                return None;
+            }
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Parse a header of the usual shape, or give up (`None`) so the full parser decides.
+pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
+    let mut c = Cursor {
+        text,
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
+    c.eat(b'{')?;
+    // Tensor entries are at least ~50 bytes: a capacity guess that avoids most regrowth.
+    let mut tensors = Vec::with_capacity((text.len() / 64).min(max_tensors));
+    let mut metadata = None;
+    let mut seen_metadata = false;
+    c.ws();
+    if c.peek()? == b'}' {
+        c.pos += 1;
+    } else {
+        loop {
+            let name = c.string()?;
+            c.eat(b':')?;
+            if name == "__metadata__" {
+                if seen_metadata {
+                    return None;
+                }
+                seen_metadata = true;
+                c.metadata(&mut metadata)?;
+            } else {
+                if tensors.len() >= max_tensors {
+                    return None;
+                }
+                let (dtype, shape, (begin, end)) = c.entry()?;
+                tensors.push(TensorInfo {
+                    name: name.to_string(),
+                    dtype,
+                    shape,
+                    begin,
+                    end,
+                });
+            }
+            c.ws();
+            match c.peek()? {
+                b',' => c.pos += 1,
+                b'}' => {
+                    c.pos += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    c.ws();
+    (c.pos == c.bytes.len()).then_some((metadata, tensors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_usual_shape() {
+        let text = r#" { "__metadata__" : {"format":"pt","b":"x"},
+            "a.lora_a":{"dtype":"F32","shape":[64,8],"data_offsets":[0,2048]},
+            "s":{"shape":[],"data_offsets":[2048,2050],"dtype":"BF16"} } "#;
+        let (meta, tensors) = parse(text, 10).unwrap();
+        assert_eq!(meta.unwrap()["format"], "pt");
+        assert_eq!(tensors[0].name, "a.lora_a");
+        assert_eq!(tensors[0].shape.as_slice(), &[64, 8]);
+        assert_eq!((tensors[1].begin, tensors[1].end), (2048, 2050));
+        assert_eq!(parse(r#"{"__metadata__":null}"#, 1).unwrap().0, None);
+        assert!(parse("{}", 0).unwrap().1.is_empty());
+    }
+
+    #[test]
+    fn gives_up_on_everything_else() {
+        let e = r#""dtype":"F32","shape":[1],"data_offsets":[0,4]"#;
+        for text in [
+            format!(r#"{{"a\u0062":{{{e}}}}}"#),         // escape
+            format!(r#"{{"a":{{{e},"x":1}}}}"#),         // other field
+            format!(r#"{{"a":{{{e},"dtype":"F32"}}}}"#), // duplicate field
+            r#"{"a":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"F32","shape":[01],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"F32","shape":[1e0],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"F32","shape":[18446744073709551616],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"X","shape":[1],"data_offsets":[0,4]}}"#.into(),
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4,8]}}"#.into(),
+            r#"{"__metadata__":{"a":"1","a":"2"}}"#.into(),
+            r#"{"__metadata__":null,"__metadata__":null}"#.into(),
+            r#"{"__metadata__":{"a":1}}"#.into(),
+            format!(r#"{{"a":{{{e}}}}} x"#),   // trailing bytes
+            format!(r#"{{"a":{{{e}}},}}"#),    // trailing comma
+            format!("{{\"a\u{1}\":{{{e}}}}}"), // control character
+        ] {
+            assert!(parse(&text, 10).is_none(), "{text}");
+        }
+        assert!(parse(&format!(r#"{{"a":{{{e}}},"b":{{{e}}}}}"#), 1).is_none());
+    }
+}
