@@ -48,6 +48,19 @@ impl<'a> Cursor<'a> {
         (self.peek()? == b).then(|| self.pos += 1)
     }
 
+    /// After a member: `,` (`Some(false)`, more follow) or `close` (`Some(true)`, the end).
+    #[inline]
+    fn comma_or(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let b = self.peek()?;
+        self.pos += 1;
+        match b {
+            b',' => Some(false),
+            _ if b == close => Some(true),
+            _ => None,
+        }
+    }
+
     /// A string without escapes or control characters, borrowed from the text.
     #[inline]
     fn string(&mut self) -> Option<&'a str> {
@@ -98,14 +111,8 @@ impl<'a> Cursor<'a> {
         }
         loop {
             shape.push(self.uint()?);
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b']' => {
-                    self.pos += 1;
-                    return Some(shape);
-                }
-                _ => return None,
+            if self.comma_or(b']')? {
+                return Some(shape);
             }
         }
     }
@@ -141,14 +148,8 @@ impl<'a> Cursor<'a> {
             if duplicate {
                 return None;
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some((dtype?, shape?, offsets?));
-                }
-                _ => return None,
+            if self.comma_or(b'}')? {
+                return Some((dtype?, shape?, offsets?));
             }
         }
     }
@@ -174,14 +175,8 @@ impl<'a> Cursor<'a> {
             if out.insert(key.to_string(), value.to_string()).is_some() {
                 return None;
             }
-            self.ws();
-            match self.peek()? {
-                b',' => self.pos += 1,
-                b'}' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.comma_or(b'}')? {
+                return Some(());
             }
         }
     }
@@ -225,14 +220,8 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
                     end,
                 });
             }
-            c.ws();
-            match c.peek()? {
-                b',' => c.pos += 1,
-                b'}' => {
-                    c.pos += 1;
-                    break;
-                }
-                _ => return None,
+            if c.comma_or(b'}')? {
+                break;
             }
         }
     }
