@@ -68,8 +68,9 @@ impl Default for Limits {
     }
 }
 
-/// A tensor shape; up to four dimensions are stored inline (no allocation).
-pub type Shape = smallvec::SmallVec<[u64; 4]>;
+/// A tensor shape; up to three dimensions (every LoRA factor: 2-D, or 3-D for experts) are stored
+/// inline, without an allocation.
+pub type Shape = smallvec::SmallVec<[u64; 3]>;
 
 /// One tensor entry of a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,18 +243,43 @@ pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
         len: n,
         limit: limits.max_header_bytes,
     })?;
-    let mut buf = vec![0u8; n_usize];
-    file.read_exact(&mut buf)
-        .map_err(|e| read_error(path, size, e))?;
-    let after = file.metadata().map_err(|e| ScanError::io(path, e))?.len();
-    if after != size {
-        return Err(ScanError::FileChanged {
-            path: path.to_path_buf(),
-            before: size,
-            after,
-        });
-    }
-    parse_header(path, &buf, size, limits)
+    // Each thread reuses one buffer: the bytes of a header are only needed while it is parsed,
+    // and fresh pages for every shard of a big folder cost more than the parse.
+    HEADER_BUFFER.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.reserve_exact(n_usize);
+        let read = (&mut file)
+            .take(n)
+            .read_to_end(buf)
+            .map_err(|e| read_error(path, size, e))?;
+        if read != n_usize {
+            return Err(read_error(
+                path,
+                size,
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        let after = file.metadata().map_err(|e| ScanError::io(path, e))?.len();
+        if after != size {
+            return Err(ScanError::FileChanged {
+                path: path.to_path_buf(),
+                before: size,
+                after,
+            });
+        }
+        let parsed = parse_header(path, buf, size, limits);
+        if buf.capacity() > MAX_KEPT_BUFFER {
+            *buf = Vec::new();
+        }
+        parsed
+    })
+}
+
+/// A thread keeps its header buffer up to this size between reads.
+const MAX_KEPT_BUFFER: usize = 16 << 20;
+
+thread_local! {
+    static HEADER_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn read_error(path: &Path, size: u64, e: std::io::Error) -> ScanError {

@@ -190,8 +190,7 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
         pos: 0,
     };
     c.eat(b'{')?;
-    // Tensor entries are at least ~50 bytes: a capacity guess that avoids most regrowth.
-    let mut tensors = Vec::with_capacity((text.len() / 64).min(max_tensors));
+    let mut tensors = Vec::new();
     let mut metadata = None;
     let mut seen_metadata = false;
     c.ws();
@@ -226,6 +225,8 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
         }
     }
     c.ws();
+    // All the headers of a folder are held at once: no spare capacity.
+    tensors.shrink_to_fit();
     (c.pos == c.bytes.len()).then_some((metadata, tensors))
 }
 

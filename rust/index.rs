@@ -21,12 +21,13 @@ pub struct ShardIndex {
     pub total_size: Option<u64>,
 }
 
-/// Where a tensor name of the index is: a span of the text, or (when it has escapes) a string.
+/// Where a tensor name of the index is: a span of the text (start, length), or, when it has
+/// escapes or lies beyond 4 GiB, a string of `escaped` (`(i, ESCAPED)`). Twelve bytes an entry
+/// with the shard: indexes of a million tensors are common.
 #[derive(Debug, Clone, Copy)]
-enum KeySpan {
-    Text(usize, usize),
-    Escaped(usize),
-}
+struct KeySpan(u32, u32);
+
+const ESCAPED: u32 = u32::MAX;
 
 impl ShardIndex {
     /// The distinct shard names, in order of first appearance.
@@ -48,8 +49,8 @@ impl ShardIndex {
     pub fn entries(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
         self.entries.iter().map(|(k, s)| {
             let name = match *k {
-                KeySpan::Text(a, b) => &self.text[a..b],
-                KeySpan::Escaped(i) => self.escaped[i].as_str(),
+                KeySpan(i, ESCAPED) => self.escaped[i as usize].as_str(),
+                KeySpan(a, n) => &self.text[a as usize..a as usize + n as usize],
             };
             (name, *s)
         })
@@ -197,15 +198,21 @@ impl<'de> Visitor<'de> for WeightMapSeed {
         let mut last: Option<u32> = None;
         let mut escaped = Vec::new();
         while let Some(CowStr(k)) = map.next_key::<CowStr<'de>>()? {
-            let span = match k {
-                std::borrow::Cow::Borrowed(s) => {
-                    let start = s.as_ptr() as usize - self.base;
-                    KeySpan::Text(start, start + s.len())
-                }
-                std::borrow::Cow::Owned(s) => {
-                    escaped.push(s);
-                    KeySpan::Escaped(escaped.len() - 1)
-                }
+            let text_span = match &k {
+                std::borrow::Cow::Borrowed(s) => u32::try_from(s.as_ptr() as usize - self.base)
+                    .ok()
+                    .zip(u32::try_from(s.len()).ok().filter(|&n| n != ESCAPED)),
+                std::borrow::Cow::Owned(_) => None,
+            };
+            let span = if let Some((start, len)) = text_span {
+                KeySpan(start, len)
+            } else {
+                let i = u32::try_from(escaped.len())
+                    .ok()
+                    .filter(|&i| i != ESCAPED)
+                    .ok_or_else(|| de::Error::custom("more than 2^32 escaped tensor names"))?;
+                escaped.push(k.into_owned());
+                KeySpan(i, ESCAPED)
             };
             let v: std::borrow::Cow<'de, str> = map.next_value::<CowStr<'de>>()?.0;
             let id = match last {

@@ -465,15 +465,14 @@ impl PyScan {
     fn tensors(&self) -> Vec<TensorRow> {
         self.inner
             .tensors
-            .iter()
-            .zip(&self.inner.tensor_file)
-            .map(|(t, f)| {
+            .with_files()
+            .map(|(f, t)| {
                 (
                     t.name.clone(),
                     t.dtype.name(),
                     t.shape.to_vec(),
                     (t.begin, t.end),
-                    *f,
+                    f as u32,
                 )
             })
             .collect()

@@ -102,6 +102,75 @@ pub struct ModuleGroup {
     pub module: Module,
 }
 
+/// All tensors of all files: each file's list as it was parsed, indexed as one list (the lists are
+/// not copied into one: for a million tensors that copy is the largest allocation of a scan).
+#[derive(Debug, Clone, Default)]
+pub struct Tensors {
+    lists: Vec<Vec<TensorInfo>>,
+    /// The index of each list's first tensor.
+    starts: Vec<usize>,
+    len: usize,
+}
+
+impl Tensors {
+    /// One list per file, in file order.
+    pub fn new(lists: Vec<Vec<TensorInfo>>) -> Self {
+        let mut starts = Vec::with_capacity(lists.len());
+        let mut len = 0;
+        for l in &lists {
+            starts.push(len);
+            len += l.len();
+        }
+        Self { lists, starts, len }
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No tensors at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tensors, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &TensorInfo> + Clone {
+        self.lists.iter().flatten()
+    }
+
+    /// `(file index, tensor)` for every tensor, in order.
+    pub fn with_files(&self) -> impl Iterator<Item = (usize, &TensorInfo)> {
+        self.lists
+            .iter()
+            .enumerate()
+            .flat_map(|(f, l)| l.iter().map(move |t| (f, t)))
+    }
+
+    /// The index (in `Scan::files`) of the file that holds tensor `i`.
+    pub fn file_of(&self, i: usize) -> usize {
+        self.starts.partition_point(|&s| s <= i).saturating_sub(1)
+    }
+}
+
+impl std::ops::Index<usize> for Tensors {
+    type Output = TensorInfo;
+
+    fn index(&self, i: usize) -> &TensorInfo {
+        let f = self.file_of(i);
+        &self.lists[f][i - self.starts[f]]
+    }
+}
+
+impl<'a> IntoIterator for &'a Tensors {
+    type Item = &'a TensorInfo;
+    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<TensorInfo>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.lists.iter().flatten()
+    }
+}
+
 /// Everything known about an adapter after a scan.
 #[derive(Debug, Clone)]
 pub struct Scan {
@@ -111,10 +180,8 @@ pub struct Scan {
     pub index_path: Option<PathBuf>,
     /// The files read, in order.
     pub files: Vec<FileSummary>,
-    /// All tensors of all files.
-    pub tensors: Vec<TensorInfo>,
-    /// For each tensor, the index of its file in `files`.
-    pub tensor_file: Vec<u32>,
+    /// All tensors of all files, in file order.
+    pub tensors: Tensors,
     /// The adapter config.
     pub config: Option<AdapterConfig>,
     /// Naming convention.
@@ -311,7 +378,7 @@ struct JsonModule<'a> {
 /// A module's tensor names, written straight from the scan's tensor list.
 struct JsonKeys<'a> {
     ids: &'a [u32],
-    tensors: &'a [TensorInfo],
+    tensors: &'a Tensors,
 }
 
 impl Serialize for JsonKeys<'_> {
@@ -586,9 +653,14 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
         None => None,
     };
     let mut problems = Vec::new();
-    if let Some((index_path, index)) = &sources.index {
-        check_index(index_path, index, &headers, &mut problems)?;
-    }
+    // The index is done with once checked: its text is freed before modules are inferred.
+    let index_path = match sources.index.take() {
+        Some((index_path, index)) => {
+            check_index(&index_path, &index, &headers, &mut problems)?;
+            Some(index_path)
+        }
+        None => None,
+    };
     for other in &sources.others {
         problems.push(Problem::new(
             "unreferenced_shard",
@@ -602,10 +674,8 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
     }
 
     let mut files = Vec::with_capacity(headers.len());
-    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
-    let mut tensors = Vec::with_capacity(total);
-    let mut tensor_file = Vec::with_capacity(total);
-    for (i, h) in headers.into_iter().enumerate() {
+    let mut lists = Vec::with_capacity(headers.len());
+    for h in headers {
         files.push(FileSummary {
             path: h.path.clone(),
             header_bytes: h.header_len,
@@ -613,9 +683,9 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
             data_bytes: h.data_bytes(),
             metadata: h.metadata.clone(),
         });
-        tensor_file.extend(std::iter::repeat_n(i as u32, h.tensors.len()));
-        tensors.extend(h.tensors);
+        lists.push(h.tensors);
     }
+    let tensors = Tensors::new(lists);
 
     let views: Vec<TensorView<'_>> = tensors
         .iter()
@@ -682,10 +752,9 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
     drop(views);
     Ok(Scan {
         path: path.to_path_buf(),
-        index_path: sources.index.map(|(p, _)| p),
+        index_path,
         files,
         tensors,
-        tensor_file,
         config,
         format: verdict.0,
         fine_tune_type: verdict.1,

@@ -13,7 +13,6 @@ use serde::Serialize;
 
 use crate::dtype::Dtype;
 use crate::error::{Result, ScanError};
-use crate::header::TensorInfo;
 use crate::scan::Scan;
 
 /// What the data of one tensor holds.
@@ -53,8 +52,8 @@ pub fn plan(scan: &Scan, batch_bytes: u64) -> Vec<Vec<Task>> {
     let mut batches = Vec::new();
     let mut current = Vec::new();
     let mut size = 0u64;
-    for (i, t) in scan.tensors.iter().enumerate() {
-        let file = &scan.files[scan.tensor_file[i] as usize];
+    for (i, (f, t)) in scan.tensors.with_files().enumerate() {
+        let file = &scan.files[f];
         current.push(Task {
             tensor: i,
             path: file.path.clone(),
@@ -75,7 +74,10 @@ pub fn plan(scan: &Scan, batch_bytes: u64) -> Vec<Vec<Task>> {
 }
 
 /// Run one batch in parallel.
-pub fn run_batch(batch: &[Task], tensors: &[TensorInfo]) -> Result<Vec<(usize, TensorStats)>> {
+pub fn run_batch(
+    batch: &[Task],
+    tensors: &crate::scan::Tensors,
+) -> Result<Vec<(usize, TensorStats)>> {
     batch
         .par_iter()
         .map(|task| {
