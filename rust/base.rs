@@ -6,18 +6,17 @@
 //! Face checkpoints (dense; per-expert MoE keys `mlp.experts.{e}.X` and Mixtral's
 //! `block_sparse_moe.experts.{e}.w1/w3/w2`, stacked here the way mlx-lm's `sanitize` stacks them).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_header, read_small_file, Header, Limits};
-use crate::index::{confine, read_index};
+use crate::header::{read_header, read_small_file, Header, Limits, Shape};
 use crate::lora::{expert_split_into, looks_like_embedding, sort_natural, Kind};
 use crate::problem::{Problem, Severity};
-use crate::scan::{check_index, layer_split};
+use crate::scan::{check_index, layer_split, read_sharded};
 
 /// One module of the base an adapter may target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,12 +41,20 @@ pub struct Expected {
     /// Adaptable modules, in natural path order.
     pub targets: Vec<Target>,
     /// Every parameter with its stored shape (for full fine-tunes), when known.
-    pub params: HashMap<String, Vec<u64>>,
+    pub params: Vec<(String, Shape)>,
     /// Findings about the base itself.
     pub problems: Vec<Problem>,
 }
 
 impl Expected {
+    /// The parameters by name (built when a full fine-tune or declared full tensors need it).
+    pub fn param_shapes(&self) -> foldhash::HashMap<&str, &[u64]> {
+        self.params
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect()
+    }
+
     /// The path of the layer list and the number of layers in it: (`model.layers`, 32).
     pub fn layers(&self) -> Option<(String, u64)> {
         let mut counts: HashMap<String, u64> = HashMap::new();
@@ -112,7 +119,13 @@ fn read_quantization(path: &Path, config: &Value) -> Result<Option<Quantization>
 }
 
 /// The safetensors files of a base folder: those its index names, or every `.safetensors` file.
-fn base_files(folder: &Path, limits: &Limits) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+/// The base's headers (all its `.safetensors`, or the shards its index names), checked against the
+/// index when there is one.
+fn base_headers(
+    folder: &Path,
+    limits: &Limits,
+    problems: &mut Vec<Problem>,
+) -> Result<Vec<Header>> {
     let mut indexes = Vec::new();
     let mut files = Vec::new();
     for entry in std::fs::read_dir(folder).map_err(|e| ScanError::io(folder, e))? {
@@ -124,24 +137,21 @@ fn base_files(folder: &Path, limits: &Limits) -> Result<(Vec<PathBuf>, Option<Pa
         if name.ends_with(".safetensors.index.json") {
             indexes.push(name);
         } else if name.ends_with(".safetensors") {
-            files.push(name);
+            files.push(folder.join(name));
         }
     }
     indexes.sort();
     files.sort();
+    let read = |f: &PathBuf| read_header(f, limits);
     if let Some(index_name) = indexes
         .iter()
         .find(|n| n.as_str() == "model.safetensors.index.json")
         .or(indexes.first())
     {
         let index_path = folder.join(index_name);
-        let index = read_index(&index_path, limits)?;
-        let paths = index
-            .shard_names()
-            .iter()
-            .map(|s| confine(&index_path, folder, s, Some(".safetensors")))
-            .collect::<Result<Vec<_>>>()?;
-        return Ok((paths, Some(index_path)));
+        let sharded = read_sharded(&index_path, folder, &files, limits, read)?;
+        check_index(&index_path, &sharded.index, &sharded.headers, problems)?;
+        return Ok(sharded.headers);
     }
     if files.is_empty() {
         return Err(ScanError::NoAdapter {
@@ -149,7 +159,7 @@ fn base_files(folder: &Path, limits: &Limits) -> Result<(Vec<PathBuf>, Option<Pa
             message: "the base model folder has no .safetensors weights".into(),
         });
     }
-    Ok((files.iter().map(|f| folder.join(f)).collect(), None))
+    files.par_iter().map(read).collect()
 }
 
 /// Read a base model folder into the table of modules an adapter may target.
@@ -166,19 +176,16 @@ pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
         Value::Null
     };
     let quant = read_quantization(&config_path, &config)?;
-    let (files, index_path) = base_files(folder, limits)?;
-    let headers: Vec<Header> = files
-        .par_iter()
-        .map(|f| read_header(f, limits))
-        .collect::<Result<Vec<_>>>()?;
     let mut problems = Vec::new();
-    if let Some(index_path) = &index_path {
-        let index = read_index(index_path, limits)?;
-        check_index(index_path, &index, &headers, &mut problems)?;
-    }
+    let headers = base_headers(folder, limits, &mut problems)?;
     let mut expected = build_targets(&headers, quant.as_ref(), &mut problems);
     expected.source = folder.to_string_lossy().into_owned();
     expected.problems = problems;
+    // Moved, not copied: most checks never look at them.
+    expected.params = headers
+        .into_iter()
+        .flat_map(|h| h.tensors.into_iter().map(|t| (t.name, t.shape)))
+        .collect();
     Ok(expected)
 }
 
@@ -195,12 +202,10 @@ fn build_targets(
     quant: Option<&Quantization>,
     problems: &mut Vec<Problem>,
 ) -> Expected {
-    let mut params = HashMap::new();
     let mut weights: Vec<(&str, Weight<'_>)> = Vec::new();
     let mut scales: foldhash::HashSet<&str> = foldhash::HashSet::default();
     for h in headers {
         for t in &h.tensors {
-            params.insert(t.name.clone(), t.shape.to_vec());
             if let Some(m) = t.name.strip_suffix(".scales") {
                 scales.insert(m);
             }
@@ -243,7 +248,8 @@ fn build_targets(
         };
 
     let mut targets = Vec::new();
-    let mut experts: BTreeMap<String, BTreeMap<u64, ExpertWeight<'_>>> = BTreeMap::new();
+    let mut experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'_>)>> =
+        foldhash::HashMap::default();
     let mut scratch = String::new();
     for (path, w) in &weights {
         if w.shape.len() == 2 {
@@ -253,7 +259,7 @@ fn build_targets(
                 } else {
                     experts.entry(scratch.clone()).or_default()
                 };
-                group.insert(e, (w.shape, w.quantized, path));
+                group.push((e, (w.shape, w.quantized, path)));
                 continue;
             }
         }
@@ -288,16 +294,18 @@ fn build_targets(
             _ => {}
         }
     }
-    for (grouped, by_expert) in experts {
-        let count = by_expert.keys().next_back().map_or(0, |e| e + 1);
-        let Some((shape, quantized, first)) = by_expert.values().next() else {
+    for (grouped, mut by_expert) in experts {
+        by_expert.sort_unstable_by_key(|(e, _)| *e);
+        by_expert.dedup_by_key(|(e, _)| *e);
+        let count = by_expert.last().map_or(0, |(e, _)| e + 1);
+        let Some(&(_, (shape, quantized, first))) = by_expert.first() else {
             continue;
         };
-        if by_expert.len() as u64 != count || by_expert.values().any(|(s, _, _)| s != shape) {
+        if by_expert.len() as u64 != count || by_expert.iter().any(|(_, (s, _, _))| *s != shape) {
             problems.push(Problem::new(
                 "base_experts_inconsistent",
                 Severity::Warning,
-                Some(&grouped),
+                Some(grouped.as_str()),
                 format!(
                     "the base stores {} of {count} experts, or experts of different shapes",
                     by_expert.len()
@@ -307,7 +315,7 @@ fn build_targets(
         targets.push(Target {
             path: stacked_path(&grouped),
             kind: Kind::Switch,
-            in_dims: unpack(first, shape[1], *quantized, &mut unknown_bits),
+            in_dims: unpack(first, shape[1], quantized, &mut unknown_bits),
             out_dims: Some(shape[0]),
             num_experts: Some(count),
         });
@@ -334,7 +342,7 @@ fn build_targets(
     Expected {
         source: String::new(),
         targets,
-        params,
+        params: Vec::new(),
         problems: Vec::new(),
     }
 }

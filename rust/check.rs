@@ -6,11 +6,13 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::base::{per_expert_path, stacked_path, Expected, Target};
 use crate::config::{peft_pattern, AdapterConfig, Schema, TargetModules};
 use crate::error::Result;
+use crate::header::Shape;
 use crate::lora::{classify, expert_index, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
 use crate::problem::{Problem, Severity};
 use crate::scan::{key_covers, layer_split, Scan};
@@ -110,7 +112,7 @@ fn expected_shape(
     layout: &str,
     t: &Target,
     r: u64,
-) -> Option<Vec<u64>> {
+) -> Option<Shape> {
     let i = t.in_dims?;
     let o = t.out_dims?;
     let switch = t.kind == Kind::Switch;
@@ -118,30 +120,32 @@ fn expected_shape(
     Some(match (family, leaf) {
         (Family::Mlx | Family::MlxVlmLegacy, Leaf::A) if switch => {
             if layout == "mlx_switch_legacy" {
-                vec![e * r, i]
+                smallvec::smallvec![e * r, i]
             } else {
-                vec![e, r, i]
+                smallvec::smallvec![e, r, i]
             }
         }
-        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) if switch => vec![e, o, r],
-        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::A) => vec![i, r],
-        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) => vec![r, o],
-        (Family::Mlx, Leaf::M) if t.kind == Kind::Embedding => vec![i],
-        (Family::Mlx | Family::Peft | Family::PeftEmbedding, Leaf::M) => vec![o],
-        (Family::MlxLayer, Leaf::A) => vec![r, i],
-        (Family::MlxLayer, Leaf::B) => vec![o, r],
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) if switch => smallvec::smallvec![e, o, r],
+        (Family::Mlx | Family::MlxVlmLegacy | Family::MlxFused, Leaf::A) => {
+            smallvec::smallvec![i, r]
+        }
+        (Family::Mlx | Family::MlxVlmLegacy, Leaf::B) => smallvec::smallvec![r, o],
+        (Family::Mlx, Leaf::M) if t.kind == Kind::Embedding => smallvec::smallvec![i],
+        (Family::Mlx | Family::Peft | Family::PeftEmbedding, Leaf::M) => smallvec::smallvec![o],
+        (Family::MlxLayer, Leaf::A) => smallvec::smallvec![r, i],
+        (Family::MlxLayer, Leaf::B) => smallvec::smallvec![o, r],
         (Family::Peft | Family::PeftEmbedding, Leaf::A)
             if switch && !matches!(slot, Slot::Expert(_)) =>
         {
             return None; // target_parameters wrappers: checked separately.
         }
-        (Family::Peft | Family::PeftEmbedding, Leaf::A) => vec![r, i],
+        (Family::Peft | Family::PeftEmbedding, Leaf::A) => smallvec::smallvec![r, i],
         (Family::Peft | Family::PeftEmbedding, Leaf::B)
             if switch && !matches!(slot, Slot::Expert(_)) =>
         {
             return None;
         }
-        (Family::Peft | Family::PeftEmbedding, Leaf::B) => vec![o, r],
+        (Family::Peft | Family::PeftEmbedding, Leaf::B) => smallvec::smallvec![o, r],
         _ => return None,
     })
 }
@@ -438,6 +442,149 @@ fn fused_key(path: &str) -> Option<String> {
     Some(format!("{prefix}experts.{param}"))
 }
 
+/// What one module's check finds.
+#[derive(Default)]
+struct Findings<'s> {
+    unmatched: bool,
+    covered: Vec<&'s str>,
+    missing: Vec<String>,
+    unexpected: Vec<String>,
+    mismatches: Vec<ShapeMismatch>,
+    problems: Vec<Problem>,
+}
+
+/// What every module's check reads.
+struct ModuleCx<'s> {
+    scan: &'s Scan,
+    lookup: &'s foldhash::HashMap<String, &'s Target>,
+    ranks: &'s Ranks,
+    dora: bool,
+    peft: bool,
+    flipped_known: &'s foldhash::HashSet<&'s str>,
+}
+
+/// Check one saved module against the model's module at its path.
+fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
+    let mut f = Findings::default();
+    let fused = m.layout == crate::fused::LAYOUT;
+    let targets = if fused {
+        fused_targets(&m.path, cx.lookup)
+    } else {
+        cx.lookup.get(&stacked_path(&m.path)).map(|&t| vec![t])
+    };
+    let Some(targets) = targets else {
+        f.unexpected.extend(
+            m.tensor_ids
+                .iter()
+                .map(|&i| cx.scan.tensors[i as usize].name.clone()),
+        );
+        f.unmatched = true;
+        return f;
+    };
+    f.covered.extend(targets.iter().map(|t| t.path.as_str()));
+    if fused {
+        check_fused(cx.scan, m, &targets, &mut f.mismatches, &mut f.problems);
+        return f;
+    }
+    let t = targets[0];
+    if m.layout == "mlx_fused" {
+        f.problems.push(Problem::new(
+            "not_checked",
+            Severity::Warning,
+            Some(&m.path),
+            format!("{} factors are not checked against the base", m.layout),
+        ));
+        return f;
+    }
+    let want_rank = cx.ranks.for_module(&m.path).or(m.rank);
+    let mut experts_seen: Vec<u64> = Vec::new();
+    // (slot, leaf, key) of every factor, to find half pairs afterwards.
+    let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
+    for &id in &m.tensor_ids {
+        let tensor = &cx.scan.tensors[id as usize];
+        let key = &tensor.name;
+        let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
+        let Some((module_path, family, leaf, mut slot)) = classify(name) else {
+            continue;
+        };
+        if family.is_peft() {
+            if let Some(e) = expert_index(module_path) {
+                slot = Slot::Expert(e);
+            }
+        }
+        factors.push((slot, leaf, key.as_str()));
+        let saved = tensor.shape.as_slice();
+        if let Slot::Expert(e) = slot {
+            if t.num_experts.is_some_and(|n| e >= n) {
+                f.unexpected.push(key.clone());
+                continue;
+            }
+            experts_seen.push(e);
+        }
+        let Some(r) = want_rank.or_else(|| saved_rank(family, leaf, saved)) else {
+            continue;
+        };
+        if let Some(want) = expected_shape(family, leaf, slot, m.layout, t, r) {
+            if want.as_slice() != saved {
+                f.mismatches.push(ShapeMismatch {
+                    key: key.clone(),
+                    saved: saved.to_vec(),
+                    expected: want.to_vec(),
+                });
+            }
+        }
+    }
+    // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
+    let mut present: Vec<(Slot, Leaf)> = factors.iter().map(|f| (f.0, f.1)).collect();
+    present.sort_unstable();
+    for &(slot, leaf, key) in &factors {
+        let other = match leaf {
+            Leaf::A => Leaf::B,
+            Leaf::B => Leaf::A,
+            Leaf::M => continue,
+        };
+        if present.binary_search(&(slot, other)).is_err() {
+            if let Some(p) = partner(key) {
+                f.missing.push(p);
+            }
+        }
+    }
+    if cx.dora && m.variant == Variant::Lora && t.kind != Kind::Switch {
+        f.missing.push(if cx.peft {
+            format!("{PEFT_PREFIX}{}.lora_magnitude_vector", m.path)
+        } else {
+            format!("{}.m", m.path)
+        });
+    }
+    if m.layout == "peft_per_expert" {
+        experts_seen.sort_unstable();
+        for e in 0..t.num_experts.unwrap_or(0) {
+            if experts_seen.binary_search(&e).is_err() {
+                let p = per_expert_path(&t.path, e);
+                f.missing.push(format!("{PEFT_PREFIX}{p}.lora_A.weight"));
+                f.missing.push(format!("{PEFT_PREFIX}{p}.lora_B.weight"));
+            }
+        }
+    }
+    let module_mismatches = &f.mismatches;
+    if !module_mismatches.is_empty()
+        && !cx.flipped_known.contains(m.path.as_str())
+        && module_mismatches
+            .iter()
+            .all(|x| x.saved.len() == 2 && x.saved.iter().rev().eq(x.expected.iter()))
+    {
+        f.problems.push(Problem::new(
+            "orientation_flipped",
+            Severity::Error,
+            Some(&m.path),
+            "every factor has the transposed shape of what the model needs: the adapter is in \
+             the other framework's orientation (PEFT vs mlx) under these names"
+                .into(),
+        ));
+    }
+    f
+}
+
 /// Diff an adapter scan against what a model expects.
 pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let mut missing = Vec::new();
@@ -447,14 +594,15 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     problems.extend(expected.problems.iter().cloned());
 
     if scan.fine_tune_type == Some("full") && scan.modules.is_empty() {
+        let params = expected.param_shapes();
         for t in &scan.tensors {
-            match expected.params.get(&t.name) {
+            match params.get(t.name.as_str()) {
                 None => unexpected.push(t.name.clone()),
-                Some(shape) if shape.as_slice() != t.shape.as_slice() => {
+                Some(&shape) if shape != t.shape.as_slice() => {
                     mismatches.push(ShapeMismatch {
                         key: t.name.clone(),
                         saved: t.shape.to_vec(),
-                        expected: shape.clone(),
+                        expected: shape.to_vec(),
                     });
                 }
                 Some(_) => {}
@@ -471,130 +619,38 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let ranks = Ranks::new(scan.config.as_ref())?;
     let dora = scan.fine_tune_type == Some("dora");
     let peft = scan.format == crate::scan::Format::Peft;
-    let flipped_known: HashSet<&str> = scan
+    let flipped_known: foldhash::HashSet<&str> = scan
         .problems
         .iter()
         .filter(|p| p.code == "orientation_flipped")
         .filter_map(|p| p.path.as_deref())
         .collect();
 
-    let mut covered: HashSet<&str> = HashSet::new();
+    let cx = ModuleCx {
+        scan,
+        lookup: &lookup,
+        ranks: &ranks,
+        dora,
+        peft,
+        flipped_known: &flipped_known,
+    };
+    // Modules are independent: checked in parallel, findings merged in module order.
+    let findings: Vec<Findings<'_>> = scan
+        .modules
+        .par_iter()
+        .map(|m| check_module(&cx, m))
+        .collect();
+    let mut covered: foldhash::HashSet<&str> = foldhash::HashSet::default();
     let mut unmatched: Vec<&Module> = Vec::new();
-    for m in &scan.modules {
-        let fused = m.layout == crate::fused::LAYOUT;
-        let targets = if fused {
-            fused_targets(&m.path, &lookup)
-        } else {
-            lookup.get(&stacked_path(&m.path)).map(|&t| vec![t])
-        };
-        let Some(targets) = targets else {
-            unexpected.extend(
-                m.tensor_ids
-                    .iter()
-                    .map(|&i| scan.tensors[i as usize].name.clone()),
-            );
+    for (m, f) in scan.modules.iter().zip(findings) {
+        if f.unmatched {
             unmatched.push(m);
-            continue;
-        };
-        covered.extend(targets.iter().map(|t| t.path.as_str()));
-        if fused {
-            check_fused(scan, m, &targets, &mut mismatches, &mut problems);
-            continue;
         }
-        let t = targets[0];
-        if m.layout == "mlx_fused" {
-            problems.push(Problem::new(
-                "not_checked",
-                Severity::Warning,
-                Some(&m.path),
-                format!("{} factors are not checked against the base", m.layout),
-            ));
-            continue;
-        }
-        let want_rank = ranks.for_module(&m.path).or(m.rank);
-        let before = mismatches.len();
-        let mut experts_seen: HashSet<u64> = HashSet::new();
-        // (slot, leaf, key) of every factor, to find half pairs afterwards.
-        let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
-        for &id in &m.tensor_ids {
-            let key = &scan.tensors[id as usize].name;
-            let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
-            let Some((module_path, family, leaf, mut slot)) = classify(name) else {
-                continue;
-            };
-            if family.is_peft() {
-                if let Some(e) = expert_index(module_path) {
-                    slot = Slot::Expert(e);
-                }
-            }
-            factors.push((slot, leaf, key.as_str()));
-            let saved = scan.tensors[id as usize].shape.as_slice();
-            if let Slot::Expert(e) = slot {
-                if t.num_experts.is_some_and(|n| e >= n) {
-                    unexpected.push(key.clone());
-                    continue;
-                }
-                experts_seen.insert(e);
-            }
-            let Some(r) = want_rank.or_else(|| saved_rank(family, leaf, saved)) else {
-                continue;
-            };
-            if let Some(want) = expected_shape(family, leaf, slot, m.layout, t, r) {
-                if want != saved {
-                    mismatches.push(ShapeMismatch {
-                        key: key.clone(),
-                        saved: saved.to_vec(),
-                        expected: want,
-                    });
-                }
-            }
-        }
-        // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
-        let present: foldhash::HashSet<(Slot, Leaf)> = factors.iter().map(|f| (f.0, f.1)).collect();
-        for &(slot, leaf, key) in &factors {
-            let other = match leaf {
-                Leaf::A => Leaf::B,
-                Leaf::B => Leaf::A,
-                Leaf::M => continue,
-            };
-            if !present.contains(&(slot, other)) {
-                if let Some(p) = partner(key) {
-                    missing.push(p);
-                }
-            }
-        }
-        if dora && m.variant == Variant::Lora && t.kind != Kind::Switch {
-            missing.push(if peft {
-                format!("{PEFT_PREFIX}{}.lora_magnitude_vector", m.path)
-            } else {
-                format!("{}.m", m.path)
-            });
-        }
-        if m.layout == "peft_per_expert" {
-            for e in 0..t.num_experts.unwrap_or(0) {
-                if !experts_seen.contains(&e) {
-                    let p = per_expert_path(&t.path, e);
-                    missing.push(format!("{PEFT_PREFIX}{p}.lora_A.weight"));
-                    missing.push(format!("{PEFT_PREFIX}{p}.lora_B.weight"));
-                }
-            }
-        }
-        let module_mismatches = &mismatches[before..];
-        if !module_mismatches.is_empty()
-            && !flipped_known.contains(m.path.as_str())
-            && module_mismatches
-                .iter()
-                .all(|x| x.saved.len() == 2 && x.saved.iter().rev().eq(x.expected.iter()))
-        {
-            problems.push(Problem::new(
-                "orientation_flipped",
-                Severity::Error,
-                Some(&m.path),
-                "every factor has the transposed shape of what the model needs: the adapter is in \
-                 the other framework's orientation (PEFT vs mlx) under these names"
-                    .into(),
-            ));
-        }
+        covered.extend(f.covered);
+        missing.extend(f.missing);
+        unexpected.extend(f.unexpected);
+        mismatches.extend(f.mismatches);
+        problems.extend(f.problems);
     }
 
     if let Some(c) = scan.config.as_ref().filter(|c| !c.full_tensors.is_empty()) {
@@ -603,16 +659,17 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
             .iter()
             .map(|t| (t.name.as_str(), t.shape.as_slice()))
             .collect();
+        let params = expected.param_shapes();
         for name in &c.full_tensors {
             let Some(saved) = shape_of.get(name.as_str()) else {
                 continue; // reported by the scan as full_tensor_missing
             };
-            match expected.params.get(name) {
+            match params.get(name.as_str()) {
                 None => unexpected.push(name.clone()),
-                Some(shape) if shape.as_slice() != *saved => mismatches.push(ShapeMismatch {
+                Some(&shape) if shape != *saved => mismatches.push(ShapeMismatch {
                     key: name.clone(),
                     saved: saved.to_vec(),
-                    expected: shape.clone(),
+                    expected: shape.to_vec(),
                 }),
                 Some(_) => {}
             }
@@ -711,39 +768,39 @@ mod tests {
         let s = Slot::Single;
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::A, s, "mlx_linear", &lin, 8),
-            Some(vec![64, 8])
+            Some(smallvec::smallvec![64, 8])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::B, s, "mlx_linear", &lin, 8),
-            Some(vec![8, 32])
+            Some(smallvec::smallvec![8, 32])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::M, s, "mlx_linear", &lin, 8),
-            Some(vec![32])
+            Some(smallvec::smallvec![32])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch", &sw, 8),
-            Some(vec![4, 8, 64])
+            Some(smallvec::smallvec![4, 8, 64])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch_legacy", &sw, 8),
-            Some(vec![32, 64])
+            Some(smallvec::smallvec![32, 64])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::B, s, "mlx_switch", &sw, 8),
-            Some(vec![4, 32, 8])
+            Some(smallvec::smallvec![4, 32, 8])
         );
         assert_eq!(
             expected_shape(Family::Mlx, Leaf::M, s, "mlx_embedding", &emb, 8),
-            Some(vec![100])
+            Some(smallvec::smallvec![100])
         );
         assert_eq!(
             expected_shape(Family::Peft, Leaf::A, s, "peft_linear", &lin, 8),
-            Some(vec![8, 64])
+            Some(smallvec::smallvec![8, 64])
         );
         assert_eq!(
             expected_shape(Family::PeftEmbedding, Leaf::B, s, "peft_embedding", &emb, 8),
-            Some(vec![16, 8])
+            Some(smallvec::smallvec![16, 8])
         );
         assert_eq!(
             expected_shape(
@@ -754,7 +811,7 @@ mod tests {
                 &sw,
                 8
             ),
-            Some(vec![32, 8])
+            Some(smallvec::smallvec![32, 8])
         );
     }
 }

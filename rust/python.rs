@@ -593,7 +593,11 @@ impl PyExpected {
             inner: Arc::new(Expected {
                 source,
                 targets: rows,
-                params: params.unwrap_or_default().into_iter().collect(),
+                params: params
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(n, s)| (n, s.into_iter().collect()))
+                    .collect(),
                 problems: Vec::new(),
             }),
         })

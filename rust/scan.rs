@@ -109,8 +109,13 @@ pub struct Tensors {
     lists: Vec<Vec<TensorInfo>>,
     /// The index of each list's first tensor.
     starts: Vec<usize>,
+    /// For each block of `BLOCK` tensors, the list holding its first tensor: a lookup starts there.
+    block_list: Vec<u32>,
     len: usize,
 }
+
+/// Tensors per entry of `Tensors::block_list`.
+const BLOCK: usize = 256;
 
 impl Tensors {
     /// One list per file, in file order.
@@ -121,7 +126,20 @@ impl Tensors {
             starts.push(len);
             len += l.len();
         }
-        Self { lists, starts, len }
+        let mut block_list = Vec::with_capacity(len / BLOCK + 1);
+        let mut list = 0;
+        for first in (0..len).step_by(BLOCK) {
+            while list + 1 < starts.len() && starts[list + 1] <= first {
+                list += 1;
+            }
+            block_list.push(u32::try_from(list).unwrap_or(u32::MAX));
+        }
+        Self {
+            lists,
+            starts,
+            block_list,
+            len,
+        }
     }
 
     /// Number of tensors.
@@ -149,7 +167,14 @@ impl Tensors {
 
     /// The index (in `Scan::files`) of the file that holds tensor `i`.
     pub fn file_of(&self, i: usize) -> usize {
-        self.starts.partition_point(|&s| s <= i).saturating_sub(1)
+        let Some(&from) = self.block_list.get(i / BLOCK) else {
+            return self.starts.len().saturating_sub(1);
+        };
+        let mut f = from as usize;
+        while f + 1 < self.starts.len() && self.starts[f + 1] <= i {
+            f += 1;
+        }
+        f
     }
 }
 
@@ -168,6 +193,38 @@ impl<'a> IntoIterator for &'a Tensors {
 
     fn into_iter(self) -> Self::IntoIter {
         self.lists.iter().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tensors_tests {
+    use super::*;
+    use crate::dtype::Dtype;
+
+    #[test]
+    fn one_index_over_the_files() {
+        let t = |name: String| TensorInfo {
+            name,
+            dtype: Dtype::from_name("F32").unwrap(),
+            shape: crate::header::Shape::new(),
+            begin: 0,
+            end: 0,
+        };
+        // Empty lists, lists shorter and longer than a block.
+        let sizes = [0, 3, 0, 0, 700, 1, 256, 0, 300];
+        let lists: Vec<Vec<TensorInfo>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(f, &n)| (0..n).map(|i| t(format!("{f}.{i}"))).collect())
+            .collect();
+        let tensors = Tensors::new(lists);
+        assert_eq!(tensors.len(), sizes.iter().sum::<usize>());
+        for (i, (f, x)) in tensors.with_files().enumerate() {
+            assert_eq!(tensors.file_of(i), f);
+            assert_eq!(tensors[i].name, x.name);
+            assert!(x.name.starts_with(&format!("{f}.")));
+        }
+        assert!(Tensors::new(Vec::new()).is_empty());
     }
 }
 
@@ -560,9 +617,7 @@ fn resolve_folder(folder: &Path) -> Result<Sources> {
     })
 }
 
-/// Read the shard index (if any) and every header. A folder's shards are read while its index is
-/// parsed (they are almost always the shards it names); the index then decides which headers
-/// count, and a header that only failed for a file the index does not name is no error.
+/// Read the shard index (if any) and every header.
 fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>> {
     let folder = sources.folder.clone();
     let read = |f: &PathBuf| -> Result<Header> {
@@ -574,21 +629,53 @@ fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>
     let Some(index_path) = sources.pending_index.take() else {
         return sources.files.par_iter().map(read).collect();
     };
+    let sharded = read_sharded(
+        &index_path,
+        &folder,
+        &sources.candidates,
+        &opts.limits,
+        read,
+    )?;
+    sources.others = sharded.unreferenced;
+    sources.files = sharded.files;
+    sources.index = Some((index_path, sharded.index));
+    Ok(sharded.headers)
+}
+
+/// A shard index and the headers of the files it names.
+pub(crate) struct Sharded {
+    pub files: Vec<PathBuf>,
+    pub index: ShardIndex,
+    pub headers: Vec<Header>,
+    /// Candidates the index does not name.
+    pub unreferenced: Vec<PathBuf>,
+}
+
+/// Read a shard index and the headers of its shards. The `candidates` (the folder's
+/// `.safetensors` files) are read while the index is parsed, since they are almost always the
+/// shards it names; the index then decides which headers count, and a header that failed only
+/// for a file the index does not name is no error.
+pub(crate) fn read_sharded(
+    index_path: &Path,
+    folder: &Path,
+    candidates: &[PathBuf],
+    limits: &Limits,
+    read: impl Fn(&PathBuf) -> Result<Header> + Sync,
+) -> Result<Sharded> {
     let (index, early) = rayon::join(
-        || read_index(&index_path, &opts.limits),
+        || read_index(index_path, limits),
         || {
-            sources
-                .candidates
+            candidates
                 .par_iter()
                 .map(|f| (f, read(f)))
                 .collect::<Vec<_>>()
         },
     );
     let index = index?;
-    let names = index.shard_names();
-    let files = names
+    let files = index
+        .shard_names()
         .iter()
-        .map(|s| confine(&index_path, &folder, s, Some(".safetensors")))
+        .map(|s| confine(index_path, folder, s, Some(".safetensors")))
         .collect::<Result<Vec<_>>>()?;
     let mut early: HashMap<&PathBuf, Result<Header>> = early.into_iter().collect();
     let late: Vec<Option<Result<Header>>> = files
@@ -600,11 +687,14 @@ fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>
         .zip(late)
         .map(|(f, late)| late.or_else(|| early.remove(f)).unwrap_or_else(|| read(f)))
         .collect::<Result<Vec<_>>>()?;
-    sources.others = early.into_keys().cloned().collect();
-    sources.others.sort();
-    sources.files = files;
-    sources.index = Some((index_path, index));
-    Ok(headers)
+    let mut unreferenced: Vec<PathBuf> = early.into_keys().cloned().collect();
+    unreferenced.sort();
+    Ok(Sharded {
+        files,
+        index,
+        headers,
+        unreferenced,
+    })
 }
 
 /// With [`SymlinkPolicy::Inside`], refuse a file whose real location is outside the folder.
@@ -784,11 +874,16 @@ pub(crate) fn check_index(
             .par_iter()
             .zip(listed_in.par_iter())
             .all(|(h, keys)| {
-                keys.len() == h.tensors.len() && {
-                    let names: foldhash::HashSet<&str> =
-                        h.tensors.iter().map(|t| t.name.as_str()).collect();
-                    keys.iter().all(|k| names.contains(k))
-                }
+                keys.len() == h.tensors.len()
+                    && (
+                        // Writers usually list a shard's names in the index's order (both sorted,
+                        // or both in insertion order): then no set is needed.
+                        keys.iter().zip(&h.tensors).all(|(k, t)| *k == t.name) || {
+                            let names: foldhash::HashSet<&str> =
+                                h.tensors.iter().map(|t| t.name.as_str()).collect();
+                            keys.iter().all(|k| names.contains(k))
+                        }
+                    )
             });
     drop(listed_in);
     if consistent {
