@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde_json::Value;
 
 use crate::error::{Result, ScanError};
@@ -159,7 +158,7 @@ fn base_headers(
             message: "the base model folder has no .safetensors weights".into(),
         });
     }
-    files.par_iter().map(read).collect()
+    crate::par::try_map(&files, files.len() > 1, read)
 }
 
 /// Read a base model folder into the table of modules an adapter may target.

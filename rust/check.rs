@@ -635,11 +635,14 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         flipped_known: &flipped_known,
     };
     // Modules are independent: checked in parallel, findings merged in module order.
-    let findings: Vec<Findings<'_>> = scan
-        .modules
-        .par_iter()
-        .map(|m| check_module(&cx, m))
-        .collect();
+    let findings: Vec<Findings<'_>> = if scan.tensors.len() >= crate::par::MIN_PARALLEL {
+        scan.modules
+            .par_iter()
+            .map(|m| check_module(&cx, m))
+            .collect()
+    } else {
+        scan.modules.iter().map(|m| check_module(&cx, m)).collect()
+    };
     let mut covered: foldhash::HashSet<&str> = foldhash::HashSet::default();
     let mut unmatched: Vec<&Module> = Vec::new();
     for (m, f) in scan.modules.iter().zip(findings) {

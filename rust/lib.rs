@@ -19,6 +19,7 @@ pub mod header;
 mod header_fast;
 pub mod index;
 pub mod lora;
+mod par;
 pub mod problem;
 pub mod scan;
 pub mod verify;

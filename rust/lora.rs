@@ -426,14 +426,15 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
 /// Group tensors into modules and infer each one (in parallel: tensors are grouped in chunks,
 /// then modules are analysed independently; the result does not depend on the split).
 pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
-    use rayon::prelude::*;
-
     const CHUNK: usize = 8192;
-    let mut parts: Vec<(foldhash::HashMap<String, Acc>, Vec<usize>)> = tensors
-        .par_chunks(CHUNK)
+    let parallel = tensors.len() >= crate::par::MIN_PARALLEL;
+    let chunks: Vec<(usize, &[TensorView<'_>])> = tensors
+        .chunks(CHUNK)
         .enumerate()
-        .map(|(c, chunk)| group(chunk, c * CHUNK))
+        .map(|(c, chunk)| (c * CHUNK, chunk))
         .collect();
+    let mut parts: Vec<(foldhash::HashMap<String, Acc>, Vec<usize>)> =
+        crate::par::map(&chunks, parallel, |&(offset, chunk)| group(chunk, offset));
     let (mut groups, mut non_adapter) = if parts.is_empty() {
         Default::default()
     } else {
@@ -455,10 +456,9 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
     }
     let mut paths: Vec<&String> = groups.keys().collect();
     sort_natural(&mut paths, |p| p.as_str());
-    let outcomes: Vec<Outcome> = paths
-        .par_iter()
-        .map(|path| outcome(path, &groups[*path], tensors, opts))
-        .collect();
+    let outcomes: Vec<Outcome> = crate::par::map(&paths, parallel, |path| {
+        outcome(path, &groups[*path], tensors, opts)
+    });
 
     let mut out = Inference::default();
     let mut families: Vec<Family> = Vec::new();

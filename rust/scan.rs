@@ -627,7 +627,7 @@ fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>
         read_header(f, &opts.limits)
     };
     let Some(index_path) = sources.pending_index.take() else {
-        return sources.files.par_iter().map(read).collect();
+        return crate::par::try_map(&sources.files, sources.files.len() > 1, read);
     };
     let sharded = read_sharded(
         &index_path,
