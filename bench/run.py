@@ -12,6 +12,7 @@ the expected tensor count.
 from __future__ import annotations
 
 import argparse
+import compileall
 import gc
 import json
 import os
@@ -295,7 +296,10 @@ def main() -> int:
     except ImportError as e:
         print(f"tiny mlx comparison skipped: {e}")
 
-    # Whole process: the CLI on s1 vs python -c with json.
+    # Whole process: the CLI on s1 vs python -c with json. The package is byte-compiled first, as
+    # pip does when it installs the wheel (an editable install, or PYTHONDONTWRITEBYTECODE, would
+    # otherwise compile every module on every start, unlike the standard library it is compared to).
+    compileall.compile_dir(str(Path(adapterscan.__file__).parent), quiet=1)
     s1_file = scales["s1"] / "adapters.safetensors"
     py_json = (
         "import json,struct,sys; f=open(sys.argv[1],'rb'); n=struct.unpack('<Q',f.read(8))[0]; "

@@ -374,12 +374,19 @@ fn fused_targets<'e>(
     path: &str,
     lookup: &foldhash::HashMap<String, &'e Target>,
 ) -> Option<Vec<&'e Target>> {
+    // transformers 5 calls Mixtral's `block_sparse_moe` `mlp`; mlx-lm keeps the old name.
+    let find = |p: String| {
+        lookup.get(&p).copied().or_else(|| {
+            let mixtral = p.replacen(".mlp.switch_mlp.", ".block_sparse_moe.switch_mlp.", 1);
+            lookup.get(&mixtral).copied()
+        })
+    };
     if let Some(base) = path.strip_suffix(".gate_up_proj") {
-        let gate = lookup.get(&stacked_path(&format!("{base}.gate_proj")))?;
-        let up = lookup.get(&stacked_path(&format!("{base}.up_proj")))?;
+        let gate = find(stacked_path(&format!("{base}.gate_proj")))?;
+        let up = find(stacked_path(&format!("{base}.up_proj")))?;
         Some(vec![gate, up])
     } else {
-        Some(vec![*lookup.get(&stacked_path(path))?])
+        Some(vec![find(stacked_path(path))?])
     }
 }
 

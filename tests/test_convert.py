@@ -128,8 +128,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_to_peft_and_back(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "experts"),
+    [(c, "fused") for c in CASES] + [("qwen3-moe", "per-expert"), ("mixtral", "per-expert")],
+)
+def test_to_peft_and_back(tmp_path: Path, case: str, experts: str) -> None:
     import mlx.core as mx
 
     import adapterscan.mlx as am
@@ -141,7 +144,8 @@ def test_to_peft_and_back(tmp_path: Path, case: str) -> None:
     model = trained(config, **lora)
     before = logits(model)
     am.save_adapters(model, tmp_path / "mlx")
-    assert main(["convert", str(tmp_path / "mlx"), str(tmp_path / "peft"), "--to", "peft"]) == 0
+    args = ["convert", str(tmp_path / "mlx"), str(tmp_path / "peft"), "--to", "peft"]
+    assert main([*args, "--experts", experts]) == 0
     peft_scan = adapterscan.scan(tmp_path / "peft")
     assert peft_scan.format == "peft"
     assert peft_scan.ok, [(p.code, p.path) for p in peft_scan.problems]
@@ -181,6 +185,61 @@ def test_per_module_ranks_survive_the_trip(tmp_path: Path) -> None:
     assert len(cfg["alpha_pattern"]) == 1
     reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "peft")
     assert max_diff(before, logits(reloaded)) <= 1e-6
+
+
+def test_fused_experts_for_transformers_5(tmp_path: Path) -> None:
+    """mlx switch LoRA -> peft target_parameters: gate and up of different ranks and scales."""
+    import mlx.core as mx
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    import adapterscan.mlx as am
+    from producers import QWEN3_MOE, build_model
+    from test_mlx_roundtrip import fresh, logits, max_diff
+
+    model = build_model(QWEN3_MOE)
+    model.freeze()
+    linear_to_lora_layers(model, 2, {"rank": 4, "scale": 2.0, "dropout": 0.0})
+    switch = model.model.layers[0].mlp.switch_mlp
+    # Give up_proj its own rank (6) and scale (0.5); every factor non-zero.
+    up = switch.up_proj
+    switch.up_proj = type(up).from_base(up.linear, r=6, scale=0.5)
+    for layer in model.model.layers:
+        for proj in ("gate_proj", "up_proj", "down_proj"):
+            w = getattr(layer.mlp.switch_mlp, proj)
+            w.lora_b = mx.random.normal(w.lora_b.shape) * 0.05
+    before = logits(model)
+    am.save_adapters(model, tmp_path / "mlx")
+    s = am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    assert s.ok, [(p.code, p.message) for p in s.problems]
+    cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert cfg["target_parameters"] == [
+        f"model.layers.{i}.mlp.experts.{p}" for i in (0, 1) for p in ("down_proj", "gate_up_proj")
+    ]
+    assert cfg["lora_dropout"] == 0.0
+    # gate (4) and up (6) share one wrapper of rank 10, at base_layer (down_proj wraps it).
+    gate_up = s.modules["model.layers.0.mlp.experts.gate_up_proj"]
+    assert (gate_up.rank, gate_up.num_experts) == (10, QWEN3_MOE["num_experts"])
+    assert gate_up.keys[0].endswith("layers.0.mlp.experts.base_layer.lora_A.weight")
+    assert s.modules["model.layers.1.mlp.experts.gate_up_proj"].rank == 8
+    assert cfg["r"] == 4
+    assert cfg["rank_pattern"] == {
+        r"model\.layers\.0\.mlp\.experts\.gate_up_proj": 10,
+        r"model\.layers\.1\.mlp\.experts\.gate_up_proj": 8,
+    }
+    # The function is the same, in adapterscan's loader...
+    reloaded = am.load_adapters(fresh(QWEN3_MOE), tmp_path / "peft")
+    assert max_diff(before, logits(reloaded)) <= 1e-5
+    # ... and the way back restores each half's own rank and scale.
+    back = am.convert_to_mlx(tmp_path / "peft", tmp_path / "back")
+    ranks = {p: m.rank for p, m in back.modules.items() if "switch_mlp" in p}
+    assert set(ranks.values()) == {6}  # ranks 4 and 6 padded to 6, scales folded: stock form
+    original = dict(mx.load(str(tmp_path / "mlx" / "adapters.safetensors")))
+    restored = dict(mx.load(str(tmp_path / "back" / "adapters.safetensors")))
+    up_a = "model.layers.0.mlp.switch_mlp.up_proj.lora_a"
+    assert bool(mx.array_equal(restored[up_a], original[up_a]))
+    gate_a = "model.layers.0.mlp.switch_mlp.gate_proj.lora_a"
+    assert bool(mx.array_equal(restored[gate_a][:, :4], original[gate_a]))
+    assert float(mx.abs(restored[gate_a][:, 4:]).max()) == 0.0
 
 
 CONVERT_LOOP = """

@@ -128,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out peft's copy of a targeted embedding (base_layer.weight)",
     )
+    conv.add_argument(
+        "--experts",
+        choices=["fused", "per-expert"],
+        default="fused",
+        help="--to peft: MoE experts as transformers 5 fused parameters (target_parameters, the "
+        "default) or as transformers 4 per-expert modules",
+    )
     conv.add_argument("--json", action="store_true", help="print the written adapter's scan")
 
     demo = sub.add_parser(
@@ -224,7 +231,7 @@ def _convert(args: argparse.Namespace) -> int:
     from .mlx import convert_to_mlx, convert_to_peft
 
     if args.to == "peft":
-        result = convert_to_peft(args.src, args.dst)
+        result = convert_to_peft(args.src, args.dst, experts=args.experts)
     else:
         result = convert_to_mlx(
             args.src, args.dst, base=args.base, drop_embedding_copy=args.drop_embedding_copy

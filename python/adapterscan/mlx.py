@@ -18,7 +18,7 @@ import warnings
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 try:
     import mlx.core as mx
@@ -514,8 +514,11 @@ class _Spec(NamedTuple):
     scale: float | list[float]
     dropout: float
     keys: list[str]
-    # For a fused ``gate_up_proj`` factor: (which, of how many) row blocks of ``lora_b`` it holds.
-    part: tuple[int, int] | None = None
+    # For a fused ``gate_up_proj`` factor: (which, of how many) row blocks of ``lora_b`` it holds,
+    # the rank columns it owns (``[lo, hi)``) and the factor folded into its ``lora_b``.
+    part: tuple[int, int, int, int, float] | None = None
+    # The rank of the PEFT wrapper the factors were folded into (0: ``rank``).
+    folded_rank: int = 0
 
 
 def _mapping(value: Any) -> dict[str, Any]:
@@ -838,6 +841,8 @@ def _live_name(base_name: str, wrappers: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 
 _PEFT_PREFIX = "base_model.model."
+# Safetensors metadata of a converted PEFT adapter: how mlx switch factors were fused (JSON).
+_FUSED_KEY = "adapterscan_fused_experts"
 
 
 def _peft_first_match(patterns: Mapping[str, Any], path: str) -> Any:
@@ -891,6 +896,7 @@ def _peft_specs(
     rslora = bool(cfg.get("use_rslora", False))
     if tied is None:
         tied = bool(getattr(getattr(model, "args", None), "tie_word_embeddings", False))
+    fused = _fused_records(s)
     specs = []
     for path, m in s.modules.items():
         if path in skip:
@@ -929,13 +935,65 @@ def _peft_specs(
                 "target_parameters factors are not mapped"
             )
         base, _, param = path.rpartition(".")
+        shared_scale = float(alpha / (math.sqrt(rank) if rslora else rank))
+        record = fused.get(path, {})
+        mlx_prefix = record.get("mlx") or _switch_prefix(base, model)
         if param == "gate_up_proj":
-            # One factor pair for the stacked gate and up rows: A is shared, B splits in halves.
+            # One factor pair for the stacked gate and up rows: B splits in halves; A is shared,
+            # unless the pair was written from two mlx factors (recorded): then each takes its
+            # own rank columns back, and its own scale.
+            lo = 0
             for i, half in enumerate(("gate_proj", "up_proj")):
-                specs.append(spec._replace(path=stacked_path(f"{base}.{half}"), part=(i, 2)))
+                own = record.get(half)
+                if record and own is None:
+                    continue  # this half was not adapted
+                r_own, s_own = (int(own[0]), float(own[1])) if own else (rank, shared_scale)
+                hi = lo + r_own if own else rank
+                factor = s_own / shared_scale if own else 1.0
+                specs.append(
+                    spec._replace(
+                        path=f"{mlx_prefix}.switch_mlp.{half}",
+                        rank=r_own,
+                        scale=s_own,
+                        part=(i, 2, lo, hi, factor),
+                        folded_rank=rank,
+                    )
+                )
+                lo = hi if own else 0
         else:
-            specs.append(spec)
+            specs.append(spec._replace(path=f"{mlx_prefix}.switch_mlp.{param}"))
     return specs
+
+
+def _switch_prefix(experts_module: str, model: nn.Module | None) -> str:
+    """The mlx module holding ``switch_mlp`` for Hugging Face's ``X.mlp.experts``.
+
+    ``X.mlp``, or Mixtral's ``X.block_sparse_moe`` when the model has that instead.
+    """
+    prefix = experts_module.removesuffix(".experts")
+    if model is not None and prefix.endswith(".mlp"):
+        alt = prefix.removesuffix(".mlp") + ".block_sparse_moe"
+        params = dict(tree_flatten(model.parameters()))
+        if not any(k.startswith(f"{prefix}.switch_mlp.") for k in params) and any(
+            k.startswith(f"{alt}.switch_mlp.") for k in params
+        ):
+            return alt
+    return prefix
+
+
+def _fused_records(s: Scan) -> dict[str, Any]:
+    """How ``convert --to peft`` folded mlx switch factors into fused parameters (file metadata)."""
+    out: dict[str, Any] = {}
+    for f in s.files:
+        text = (f.metadata or {}).get(_FUSED_KEY)
+        if text:
+            try:
+                loaded = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(loaded, dict):
+                out.update(loaded)
+    return out
 
 
 def _interleaves_gate_up(cfg: Mapping[str, Any], model: nn.Module | None) -> bool:
@@ -962,13 +1020,17 @@ def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
         (a_key,) = [k for k in spec.keys if k.endswith(".lora_A.weight")]
         (b_key,) = [k for k in spec.keys if k.endswith(".lora_B.weight")]
         folded_a, folded_b = saved[a_key], saved[b_key]
-        experts = folded_a.shape[0] // spec.rank
-        fa = folded_a.reshape(experts, spec.rank, folded_a.shape[1])
-        fb = folded_b.reshape(folded_b.shape[0], spec.rank, experts).transpose(2, 0, 1)
+        folded = spec.folded_rank or spec.rank  # the wrapper's rank (both halves, for gate_up)
+        experts = folded_a.shape[0] // folded
+        fa = folded_a.reshape(experts, folded, folded_a.shape[1])
+        fb = folded_b.reshape(folded_b.shape[0], folded, experts).transpose(2, 0, 1)
         if spec.part is not None:
-            which, count = spec.part
+            which, count, lo, hi, factor = spec.part
             rows = fb.shape[1] // count
-            fb = fb[:, which * rows : (which + 1) * rows, :]
+            fa = fa[:, lo:hi, :]
+            fb = fb[:, which * rows : (which + 1) * rows, lo:hi]
+            if factor != 1.0:
+                fb = fb / factor
         return [(_join(spec.path, "lora_a"), fa), (_join(spec.path, "lora_b"), fb)]
     pairs = []
     for key in spec.keys:
@@ -1080,15 +1142,34 @@ def convert_to_mlx(
     return _write(dst, weights, out_cfg)
 
 
-def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Scan:
+def convert_to_peft(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    experts: Literal["fused", "per-expert"] = "fused",
+) -> Scan:
     """Write an mlx adapter in Hugging Face PEFT's layout (``adapter_model.safetensors``).
 
-    Dense and embedding factors are transposed, switch (MoE) factors are split per expert under
-    the Hugging Face names (``mlp.experts.{e}.X``; Mixtral ``experts.{e}.w1/w3/w2``), DoRA
-    magnitudes of linear layers become ``lora_magnitude_vector``. The config has
-    ``target_modules`` = the full module paths, ``r``/``lora_alpha`` of the most common module,
-    and ``rank_pattern``/``alpha_pattern`` (escaped full paths) for the others, so peft rebuilds
-    every module with its own rank and scale (``lora_alpha = scale * r``).
+    Dense and embedding factors are transposed, DoRA magnitudes of linear layers become
+    ``lora_magnitude_vector``. Switch (MoE) factors go where the transformers version in use keeps
+    its experts:
+
+    - ``experts="fused"`` (transformers 5, which fuses experts into 3-D parameters): peft
+      ``target_parameters`` on ``X.mlp.experts.gate_up_proj`` and ``X.mlp.experts.down_proj``
+      (Mixtral's ``block_sparse_moe`` is ``mlp`` there). ``down_proj``'s factors are folded as
+      peft's ``ParamWrapper`` holds them (``lora_A`` ``(E * r, in)``, ``lora_B`` ``(out, r * E)``,
+      experts minor). ``gate_proj`` and ``up_proj`` share one wrapper whose output stacks gate
+      over up: its ``lora_A`` stacks both ``lora_a`` (rank ``r_gate + r_up``) and its ``lora_B`` is
+      block-diagonal, which computes exactly both deltas; a scale that differs from gate's is
+      folded into up's block. How the pair was stacked is kept in the file's metadata, so
+      converting back gives the original tensors. ``lora_dropout`` is written as 0 (peft's wrapper
+      refuses dropout on parameters; it only matters for training).
+    - ``experts="per-expert"`` (transformers 4): one module per expert under the Hugging Face names
+      (``mlp.experts.{e}.X``; Mixtral ``experts.{e}.w1/w3/w2``).
+
+    The config has ``target_modules`` = the full module paths, ``r``/``lora_alpha`` of the most
+    common module, and ``rank_pattern``/``alpha_pattern`` (escaped full paths) for the others, so
+    peft rebuilds every module with its own rank and scale (``lora_alpha = scale * r``).
 
     Raises:
         AdapterScanError: The adapter is not in mlx's layout, or holds what PEFT cannot (DoRA on
@@ -1108,6 +1189,7 @@ def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
         arrays.update(loaded)
     pre = _PEFT_PREFIX
     weights: dict[str, Any] = {}
+    switches: dict[str, dict[str, tuple[_Spec, Any, Any]]] = {}
     for spec in specs:
         if spec.layout not in ("mlx_linear", "mlx_embedding", "mlx_switch", "mlx_switch_legacy"):
             raise AdapterScanError(f"{spec.path}: {spec.layout} factors have no PEFT form here")
@@ -1117,6 +1199,10 @@ def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
         if spec.kind == "switch":
             if a.ndim == 2:  # mlx-lm < 0.28.3: (E*r, in)
                 a = a.reshape(b.shape[0], spec.rank, -1)
+            if experts == "fused":
+                prefix, _, proj = spec.path.rpartition(".switch_mlp.")
+                switches.setdefault(prefix, {})[proj] = (spec, a, b)
+                continue
             for e in range(a.shape[0]):
                 p = per_expert_path(stacked_path(spec.path), e)
                 weights[f"{pre}{p}.lora_A.weight"] = a[e]
@@ -1133,20 +1219,81 @@ def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
             weights[f"{pre}{spec.path}.lora_B.weight"] = b.T
             if m is not None:
                 weights[f"{pre}{spec.path}.lora_magnitude_vector"] = m
-    weights = {k: mx.contiguous(v) for k, v in weights.items()}
 
     def alpha(spec: _Spec) -> float:
         if not isinstance(spec.scale, float):
             raise AdapterScanError(f"{spec.path}: a per-expert scale array has no PEFT form")
         return spec.scale * spec.rank
 
-    r = _most_common([spec.rank for spec in specs])
-    a_common = _most_common([alpha(spec) for spec in specs])
+    # Fused parameters: key -> (rank, lora_alpha); how each was stacked, for the way back.
+    params: dict[str, tuple[int, float]] = {}
+    records: dict[str, Any] = {}
+    for prefix, projs in switches.items():
+        other = sorted(set(projs) - {"gate_proj", "up_proj", "down_proj"})
+        if other:
+            raise AdapterScanError(
+                f"{prefix}.switch_mlp.{other[0]}: no fused transformers parameter holds it; "
+                "use experts='per-expert'"
+            )
+        hf = prefix.removesuffix(".block_sparse_moe") + (
+            ".mlp" if prefix.endswith(".block_sparse_moe") else ""
+        )
+        module = f"{hf}.experts"
+        halves = [projs.get("gate_proj"), projs.get("up_proj")]
+        nested = "down_proj" in projs and any(halves)
+        if any(halves):
+            # peft nests the first registered parameter (gate_up_proj) inside down_proj's wrapper.
+            where = f"{module}.base_layer" if nested else module
+            ref = next(h for h in halves if h is not None)
+            n_exp, rows = ref[2].shape[0], ref[2].shape[1]
+            scale_ref = alpha(ref[0]) / ref[0].rank
+            ranks = [h[0].rank if h else 0 for h in halves]
+            total = sum(ranks)
+            stacked_a = mx.concatenate([h[1] for h in halves if h is not None], axis=1)
+            blocks = []
+            for i, h in enumerate(halves):
+                cols = []
+                for j, r_j in enumerate(ranks):
+                    if r_j == 0:
+                        continue
+                    if j == i and h is not None:
+                        factor = (alpha(h[0]) / h[0].rank) / scale_ref
+                        cols.append(h[2] if factor == 1.0 else h[2] * factor)
+                    else:
+                        cols.append(mx.zeros((n_exp, rows, r_j), dtype=ref[2].dtype))
+                blocks.append(mx.concatenate(cols, axis=2))
+            stacked_b = mx.concatenate(blocks, axis=1)  # (E, 2 * I, r_gate + r_up)
+            weights[f"{pre}{where}.lora_A.weight"] = stacked_a.reshape(n_exp * total, -1)
+            weights[f"{pre}{where}.lora_B.weight"] = stacked_b.transpose(1, 2, 0).reshape(
+                2 * rows, total * n_exp
+            )
+            key = f"{module}.gate_up_proj"
+            params[key] = (total, scale_ref * total)
+            records[key] = {"mlx": prefix} | {
+                name: [h[0].rank, alpha(h[0]) / h[0].rank]
+                for name, h in zip(("gate_proj", "up_proj"), halves, strict=True)
+                if h is not None
+            }
+        if "down_proj" in projs:
+            spec, a, b = projs["down_proj"]
+            n_exp = a.shape[0]
+            weights[f"{pre}{module}.lora_A.weight"] = a.reshape(n_exp * spec.rank, -1)
+            weights[f"{pre}{module}.lora_B.weight"] = b.transpose(1, 2, 0).reshape(
+                b.shape[1], spec.rank * n_exp
+            )
+            key = f"{module}.down_proj"
+            params[key] = (spec.rank, alpha(spec))
+            records[key] = {"mlx": prefix}
+    weights = {k: mx.contiguous(v) for k, v in weights.items()}
+
+    plain = [spec for spec in specs if not (spec.kind == "switch" and experts == "fused")]
+    r = _most_common([spec.rank for spec in plain] + [p[0] for p in params.values()])
+    a_common = _most_common([alpha(spec) for spec in plain] + [p[1] for p in params.values()])
     targets: list[str] = []
-    for spec in specs:
+    for spec in plain:
         if spec.kind == "switch":
-            experts = arrays[_join(spec.path, "lora_b")].shape[0]
-            targets += [per_expert_path(stacked_path(spec.path), e) for e in range(experts)]
+            count = arrays[_join(spec.path, "lora_b")].shape[0]
+            targets += [per_expert_path(stacked_path(spec.path), e) for e in range(count)]
         else:
             targets.append(spec.path)
     config: dict[str, Any] = {
@@ -1155,24 +1302,29 @@ def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
         "r": r,
         "lora_alpha": a_common,
         "lora_dropout": _most_common([spec.dropout for spec in specs]),
-        "target_modules": targets,
+        "target_modules": targets or None,
         "rank_pattern": {
             re.escape(spec.path): spec.rank
             for spec in specs
             if spec.kind != "switch" and spec.rank != r
-        },
+        }
+        | {re.escape(k): p[0] for k, p in params.items() if p[0] != r},
         "alpha_pattern": {
             re.escape(spec.path): alpha(spec)
             for spec in specs
             if spec.kind != "switch" and alpha(spec) != a_common
-        },
+        }
+        | {re.escape(k): p[1] for k, p in params.items() if p[1] != a_common},
         "use_rslora": False,
         "use_dora": any(spec.variant == "dora" for spec in specs),
         "bias": "none",
         "inference_mode": True,
         "base_model_name_or_path": (s.config or {}).get("model"),
     }
-    if any(spec.kind == "switch" for spec in specs):
+    if params:
+        config["target_parameters"] = sorted(params)
+        config["lora_dropout"] = 0.0
+    if experts == "per-expert":
         # Per-expert modules of a switch layer share the switch's rank and scale.
         for spec in specs:
             if spec.kind == "switch":
@@ -1183,8 +1335,12 @@ def convert_to_peft(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
                     if alpha(spec) != a_common:
                         config["alpha_pattern"][key] = alpha(spec)
 
+    metadata = {"format": "pt"}
+    if records:
+        metadata[_FUSED_KEY] = json.dumps(records, sort_keys=True)
+
     def write_weights(p: Path) -> None:
-        mx.save_safetensors(str(p), weights, metadata={"format": "pt"})
+        mx.save_safetensors(str(p), weights, metadata=metadata)
 
     def write_config(p: Path) -> None:
         p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
