@@ -54,12 +54,12 @@ bench: build-dev ## benchmarks against the baselines, interleaved, medians (writ
 	$(PY) -m pip install --quiet "orjson>=3.9" "pysimdjson>=6" "matplotlib>=3.8"
 	$(PY) bench/run.py
 
-fuzz: ## run the cargo-fuzz targets (header, index) for FUZZ_SECONDS each (default 300)
+fuzz: ## run the cargo-fuzz targets (header, index, config) for FUZZ_SECONDS each (default 300)
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-	mkdir -p fuzz/corpus/header fuzz/corpus/index
-	cp -n fuzz/seeds/header/* fuzz/corpus/header/ ; cp -n fuzz/seeds/index/* fuzz/corpus/index/
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run header corpus/header -- -max_total_time=$${FUZZ_SECONDS:-300}
-	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run index corpus/index -- -max_total_time=$${FUZZ_SECONDS:-300}
+	for t in header index config; do \
+		mkdir -p fuzz/corpus/$$t && cp -n fuzz/seeds/$$t/* fuzz/corpus/$$t/ ; \
+		(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run $$t corpus/$$t -- -max_total_time=$${FUZZ_SECONDS:-300}) || exit 1 ; \
+	done
 
 clean: ## remove build products and the virtualenv
 	cargo clean

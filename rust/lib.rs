@@ -15,6 +15,8 @@ pub mod config;
 pub mod dtype;
 pub mod error;
 pub mod fused;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod header;
 mod header_fast;
 pub mod index;
