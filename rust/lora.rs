@@ -149,6 +149,7 @@ pub struct Inference {
     pub families: Vec<Family>,
 }
 
+#[cfg(test)]
 fn split_suffix<'a>(name: &'a str, leaf: &str) -> Option<&'a str> {
     if name == leaf {
         return Some("");
@@ -157,6 +158,55 @@ fn split_suffix<'a>(name: &'a str, leaf: &str) -> Option<&'a str> {
 }
 
 pub(crate) fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
+    // Dispatch on the last component (and the one before `weight`) instead of trying every
+    // leaf as a suffix: this runs once per tensor.
+    let (head, last) = split_last(name);
+    let (path, family, leaf) = match last {
+        "weight" => {
+            let (path, inner) = split_last(head);
+            match inner {
+                "lora_A" => (path, Family::Peft, Leaf::A),
+                "lora_B" => (path, Family::Peft, Leaf::B),
+                "lora_magnitude_vector" => (path, Family::Peft, Leaf::M),
+                "lora_a" => (path, Family::MlxLayer, Leaf::A),
+                "lora_b" => (path, Family::MlxLayer, Leaf::B),
+                _ => return None,
+            }
+        }
+        "lora_embedding_A" => (head, Family::PeftEmbedding, Leaf::A),
+        "lora_embedding_B" => (head, Family::PeftEmbedding, Leaf::B),
+        "lora_magnitude_vector" => (head, Family::Peft, Leaf::M),
+        "lora_a" => (head, Family::Mlx, Leaf::A),
+        "lora_b" => (head, Family::Mlx, Leaf::B),
+        "m" => (head, Family::Mlx, Leaf::M),
+        "A" => (head, Family::MlxVlmLegacy, Leaf::A),
+        "B" => (head, Family::MlxVlmLegacy, Leaf::B),
+        _ => {
+            // List-valued leaves: `<path>.lora_a.<i>`.
+            if name.len() == last.len() || !last.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let i: u32 = last.parse().ok()?;
+            let (path, inner) = split_last(head);
+            let leaf = match inner {
+                "lora_a" => Leaf::A,
+                "lora_b" => Leaf::B,
+                _ => return None,
+            };
+            return Some((path, Family::MlxFused, leaf, Slot::Fused(i)));
+        }
+    };
+    Some((path, family, leaf, Slot::Single))
+}
+
+/// `(everything before the last dot, the last component)`; `("", s)` without a dot.
+fn split_last(s: &str) -> (&str, &str) {
+    s.rsplit_once('.').unwrap_or(("", s))
+}
+
+/// The suffix-by-suffix reading `classify` replaced, kept to check that they agree.
+#[cfg(test)]
+fn classify_by_suffix(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
     const FIXED: &[(&str, Family, Leaf)] = &[
         ("lora_A.weight", Family::Peft, Leaf::A),
         ("lora_B.weight", Family::Peft, Leaf::B),
@@ -1275,6 +1325,21 @@ mod tests {
         assert_eq!(codes(&inf), vec!["missing_experts"]);
         assert!(inf.problems[0].message.contains(": 2"));
         assert_eq!(inf.non_adapter.len(), 1);
+    }
+
+    proptest::proptest! {
+        /// The dispatching `classify` reads every name as the suffix-by-suffix one does.
+        #[test]
+        fn classify_agrees_with_suffix_matching(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                "lora_A", "lora_B", "lora_a", "lora_b", "weight", "m", "A", "B", "0", "12", "x",
+                "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector", "experts", "",
+                "q_proj", "4294967296", "07",
+            ]), 0..5)
+        ) {
+            let name = parts.join(".");
+            proptest::prop_assert_eq!(classify(&name), classify_by_suffix(&name), "{}", name);
+        }
     }
 
     #[test]
