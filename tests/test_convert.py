@@ -301,3 +301,42 @@ def test_killed_converts_leave_one_whole_adapter(tmp_path: Path) -> None:
         seen.add(value)
     assert mid_write >= 3, "the kills should land inside writes too"
     assert seen == {1.0, 2.0}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not json",
+        '["a list"]',
+        '{"model.layers.0.mlp.experts.gate_up_proj": {"mlx": "model.layers.0.self_attn", '
+        '"gate_proj": [4, 2.0], "up_proj": [4, 2.0]}}',
+        '{"model.layers.0.mlp.experts.gate_up_proj": {"mlx": "model.layers.0.mlp", '
+        '"gate_proj": ["4", 2.0], "up_proj": [4, 2.0]}}',
+        '{"model.layers.0.mlp.experts.gate_up_proj": {"mlx": "model.layers.0.mlp", '
+        '"gate_proj": [3, 2.0], "up_proj": [4, 2.0]}}',
+        '{"model.layers.0.mlp.experts.gate_up_proj": {"mlx": "model.layers.0.mlp", '
+        '"gate_proj": [4, 0], "up_proj": [4, NaN]}}',
+    ],
+)
+def test_a_tampered_fused_record_is_ignored(tmp_path: Path, record: str) -> None:
+    """The stacking record is a hint: when it is malformed or disagrees, peft's reading is used."""
+    from safetensors.numpy import load_file, save_file
+
+    import adapterscan.mlx as am
+    import producers
+    from test_mlx_roundtrip import fresh, logits, max_diff, trained
+
+    model = trained(producers.QWEN3_MOE, num_layers=2, rank=4, scale=5.0)
+    before = logits(model)
+    am.save_adapters(model, tmp_path / "mlx")
+    am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    save_file(
+        load_file(str(weights)), str(weights), metadata={"format": "pt", am._FUSED_KEY: record}
+    )
+    reloaded = am.load_adapters(fresh(producers.QWEN3_MOE), tmp_path / "peft")
+    assert max_diff(before, logits(reloaded)) <= 1e-5
+    back = am.convert_to_mlx(tmp_path / "peft", tmp_path / "back")
+    assert back.ok
+    # Without the record gate and up each take the shared rank-8 factor (exact, not the originals).
+    assert back.modules["model.layers.0.mlp.switch_mlp.gate_proj"].rank == 8

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import uuid
 import warnings
@@ -868,8 +869,6 @@ def _peft_specs(
     Module paths are mlx-lm's (stacked experts), ranks come from the tensors, and the scale is
     alpha/r (rsLoRA: alpha/sqrt(r)) with ``alpha_pattern`` resolved by peft's first-match rule.
     """
-    import math
-
     cfg = s.config or {}
     cfg_path = s.config_path or ""
     refused = []
@@ -982,17 +981,53 @@ def _switch_prefix(experts_module: str, model: nn.Module | None) -> str:
 
 
 def _fused_records(s: Scan) -> dict[str, Any]:
-    """How ``convert --to peft`` folded mlx switch factors into fused parameters (file metadata)."""
+    """How ``convert --to peft`` folded mlx switch factors into fused parameters (file metadata).
+
+    Only well-formed entries that agree with the scanned wrappers are kept; anything else is
+    ignored, and the factors are then read as peft defines them (shared ``lora_A``), which is exact.
+    """
     out: dict[str, Any] = {}
     for f in s.files:
         text = (f.metadata or {}).get(_FUSED_KEY)
-        if text:
-            try:
-                loaded = json.loads(text)
-            except ValueError:
+        try:
+            loaded = json.loads(text) if text else {}
+        except ValueError:
+            continue
+        if not isinstance(loaded, dict):
+            continue
+        for key, record in loaded.items():
+            module = s.modules.get(key) if isinstance(key, str) else None
+            wrapper = module is not None and module.layout == "peft_param_wrapper"
+            if module is None or not wrapper or not isinstance(record, dict):
                 continue
-            if isinstance(loaded, dict):
-                out.update(loaded)
+            experts_module = key.rpartition(".")[0]
+            layer = experts_module.removesuffix(".mlp.experts")
+            if record.get("mlx") not in (f"{layer}.mlp", f"{layer}.block_sparse_moe"):
+                continue
+            halves = {}
+            for half in ("gate_proj", "up_proj"):
+                value = record.get(half)
+                if value is None:
+                    continue
+                if (
+                    isinstance(value, list)
+                    and len(value) == 2
+                    and isinstance(value[0], int)
+                    and not isinstance(value[0], bool)
+                    and value[0] > 0
+                    and isinstance(value[1], (int, float))
+                    and not isinstance(value[1], bool)
+                    and math.isfinite(value[1])
+                    and value[1] != 0
+                ):
+                    halves[half] = value
+                else:
+                    halves = {}
+                    break
+            stacked = sum(v[0] for v in halves.values())
+            if key.endswith(".gate_up_proj") and (not halves or stacked != module.rank):
+                continue
+            out[key] = {"mlx": record["mlx"], **halves}
     return out
 
 
