@@ -340,3 +340,24 @@ def test_a_tampered_fused_record_is_ignored(tmp_path: Path, record: str) -> None
     assert back.ok
     # Without the record gate and up each take the shared rank-8 factor (exact, not the originals).
     assert back.modules["model.layers.0.mlp.switch_mlp.gate_proj"].rank == 8
+
+
+def test_fused_mixtral_without_record_maps_to_block_sparse_moe(tmp_path: Path) -> None:
+    """transformers 5 calls Mixtral's MoE block `mlp`; mlx-lm's is `block_sparse_moe`."""
+    from safetensors.numpy import load_file, save_file
+
+    import adapterscan.mlx as am
+    import producers
+    from test_mlx_roundtrip import fresh, logits, max_diff, trained
+
+    model = trained(producers.MIXTRAL, num_layers=2, rank=2, scale=2.0)
+    before = logits(model)
+    am.save_adapters(model, tmp_path / "mlx")
+    s = am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    assert "model.layers.0.mlp.experts.gate_up_proj" in s.modules
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt"})  # as peft saves
+    reloaded = am.load_adapters(fresh(producers.MIXTRAL), tmp_path / "peft")
+    assert max_diff(before, logits(reloaded)) <= 1e-5
+    switch = reloaded.model.layers[0].block_sparse_moe.switch_mlp
+    assert switch.gate_proj.lora_a.shape[1] == 4  # gate and up share the stacked rank-4 factor

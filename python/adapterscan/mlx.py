@@ -936,7 +936,9 @@ def _peft_specs(
         base, _, param = path.rpartition(".")
         shared_scale = float(alpha / (math.sqrt(rank) if rslora else rank))
         record = fused.get(path, {})
-        mlx_prefix = record.get("mlx") or _switch_prefix(base, model)
+        if params is None:
+            params = dict(tree_flatten(model.parameters())) if model is not None else {}
+        mlx_prefix = record.get("mlx") or _switch_prefix(base, params)
         if param == "gate_up_proj":
             # One factor pair for the stacked gate and up rows: B splits in halves; A is shared,
             # unless the pair was written from two mlx factors (recorded): then each takes its
@@ -964,15 +966,14 @@ def _peft_specs(
     return specs
 
 
-def _switch_prefix(experts_module: str, model: nn.Module | None) -> str:
+def _switch_prefix(experts_module: str, params: Mapping[str, Any]) -> str:
     """The mlx module holding ``switch_mlp`` for Hugging Face's ``X.mlp.experts``.
 
     ``X.mlp``, or Mixtral's ``X.block_sparse_moe`` when the model has that instead.
     """
     prefix = experts_module.removesuffix(".experts")
-    if model is not None and prefix.endswith(".mlp"):
+    if prefix.endswith(".mlp"):
         alt = prefix.removesuffix(".mlp") + ".block_sparse_moe"
-        params = dict(tree_flatten(model.parameters()))
         if not any(k.startswith(f"{prefix}.switch_mlp.") for k in params) and any(
             k.startswith(f"{alt}.switch_mlp.") for k in params
         ):
