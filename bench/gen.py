@@ -13,6 +13,18 @@ from pathlib import Path
 
 # Qwen3-MoE-235B geometry.
 LAYERS_MOE, EXPERTS, HIDDEN, MOE_INTER, Q_DIM, KV_DIM = 94, 128, 4096, 1536, 8192, 512
+# (in, out) of the attention projections and of one expert's MLP at that geometry.
+ATTENTION = {
+    "self_attn.q_proj": (HIDDEN, Q_DIM),
+    "self_attn.k_proj": (HIDDEN, KV_DIM),
+    "self_attn.v_proj": (HIDDEN, KV_DIM),
+    "self_attn.o_proj": (Q_DIM, HIDDEN),
+}
+EXPERT_MLP = {
+    "gate_proj": (HIDDEN, MOE_INTER),
+    "up_proj": (HIDDEN, MOE_INTER),
+    "down_proj": (MOE_INTER, HIDDEN),
+}
 # Llama-7B geometry.
 LAYERS_DENSE, H7, I7 = 32, 4096, 11008
 
@@ -84,18 +96,9 @@ def s2() -> list[Entry]:
     out = []
     for layer in range(LAYERS_MOE):
         p = f"model.layers.{layer}"
-        for mod, (i, o) in {
-            "self_attn.q_proj": (HIDDEN, Q_DIM),
-            "self_attn.k_proj": (HIDDEN, KV_DIM),
-            "self_attn.v_proj": (HIDDEN, KV_DIM),
-            "self_attn.o_proj": (Q_DIM, HIDDEN),
-        }.items():
+        for mod, (i, o) in ATTENTION.items():
             out += [(f"{p}.{mod}.lora_a", "F32", [i, r]), (f"{p}.{mod}.lora_b", "F32", [r, o])]
-        for proj, (i, o) in {
-            "gate_proj": (HIDDEN, MOE_INTER),
-            "up_proj": (HIDDEN, MOE_INTER),
-            "down_proj": (MOE_INTER, HIDDEN),
-        }.items():
+        for proj, (i, o) in EXPERT_MLP.items():
             q = f"{p}.mlp.switch_mlp.{proj}"
             out += [
                 (f"{q}.lora_a", "F32", [EXPERTS, r, i]),
@@ -110,20 +113,11 @@ def peft_per_expert(layers: int, experts: int) -> Iterator[Entry]:
     pre = "base_model.model."
     for layer in range(layers):
         p = f"{pre}model.layers.{layer}"
-        for mod, (i, o) in {
-            "self_attn.q_proj": (HIDDEN, Q_DIM),
-            "self_attn.k_proj": (HIDDEN, KV_DIM),
-            "self_attn.v_proj": (HIDDEN, KV_DIM),
-            "self_attn.o_proj": (Q_DIM, HIDDEN),
-        }.items():
+        for mod, (i, o) in ATTENTION.items():
             yield (f"{p}.{mod}.lora_A.weight", "BF16", [r, i])
             yield (f"{p}.{mod}.lora_B.weight", "BF16", [o, r])
         for e in range(experts):
-            for proj, (i, o) in {
-                "gate_proj": (HIDDEN, MOE_INTER),
-                "up_proj": (HIDDEN, MOE_INTER),
-                "down_proj": (MOE_INTER, HIDDEN),
-            }.items():
+            for proj, (i, o) in EXPERT_MLP.items():
                 q = f"{p}.mlp.experts.{e}.{proj}"
                 yield (f"{q}.lora_A.weight", "BF16", [r, i])
                 yield (f"{q}.lora_B.weight", "BF16", [o, r])

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::base::{per_expert_path, stacked_path, Expected, Target};
-use crate::config::{peft_pattern, AdapterConfig, Schema, TargetModules};
+use crate::config::{AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::Result;
 use crate::header::Shape;
 use crate::lora::{classify, expert_index, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
@@ -58,7 +58,7 @@ impl Report {
 /// Per-module rank the config promises.
 struct Ranks {
     per_module: HashMap<String, u64>,
-    patterns: Vec<(regex::Regex, u64)>,
+    peft: Option<PeftRanks>,
     global: Option<u64>,
 }
 
@@ -67,21 +67,15 @@ impl Ranks {
         let Some(c) = config else {
             return Ok(Self {
                 per_module: HashMap::new(),
-                patterns: Vec::new(),
+                peft: None,
                 global: None,
             });
         };
-        let patterns = if c.schema == Schema::Peft {
-            c.rank_pattern
-                .iter()
-                .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
-                .collect::<Result<Vec<_>>>()?
-        } else {
-            Vec::new()
-        };
         Ok(Self {
             per_module: c.module_ranks.iter().cloned().collect(),
-            patterns,
+            peft: (c.schema == Schema::Peft)
+                .then(|| PeftRanks::new(c))
+                .transpose()?,
             global: if c.schema == Schema::Peft {
                 c.peft_r
             } else {
@@ -94,12 +88,7 @@ impl Ranks {
         self.per_module
             .get(path)
             .copied()
-            .or_else(|| {
-                self.patterns
-                    .iter()
-                    .find(|(re, _)| re.is_match(path))
-                    .map(|(_, r)| *r)
-            })
+            .or_else(|| self.peft.as_ref()?.from_pattern(path))
             .or(self.global)
     }
 }

@@ -441,6 +441,40 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
     })
 }
 
+/// PEFT's rank for a module or parameter path: the first `rank_pattern` key that matches (peft's
+/// rule), else `r`.
+pub struct PeftRanks {
+    patterns: Vec<(regex::Regex, u64)>,
+    r: Option<u64>,
+}
+
+impl PeftRanks {
+    /// The config's patterns, compiled (a key that is not a regular expression is an error).
+    pub fn new(c: &AdapterConfig) -> Result<Self> {
+        Ok(Self {
+            patterns: c
+                .rank_pattern
+                .iter()
+                .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
+                .collect::<Result<Vec<_>>>()?,
+            r: c.peft_r,
+        })
+    }
+
+    /// The rank of the first `rank_pattern` key matching `path`.
+    pub fn from_pattern(&self, path: &str) -> Option<u64> {
+        self.patterns
+            .iter()
+            .find(|(re, _)| re.is_match(path))
+            .map(|(_, r)| *r)
+    }
+
+    /// The rank peft gives `path`.
+    pub fn rank(&self, path: &str) -> Option<u64> {
+        self.from_pattern(path).or(self.r)
+    }
+}
+
 /// Compile a PEFT pattern key with peft's matching rule: `(.*\.)?(key)$` from the start.
 pub fn peft_pattern(path: &Path, field: &str, key: &str) -> Result<regex::Regex> {
     regex::Regex::new(&format!(r"^(?:.*\.)?(?:{key})$")).map_err(|e| ScanError::Config {

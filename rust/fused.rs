@@ -13,7 +13,7 @@
 //! [`resolve`] names each wrapper by its parameter (`mlp.experts.gate_up_proj`), and fills in its
 //! rank and expert count, so `check` can compare it with the model's stacked switch modules.
 
-use crate::lora::{sort_natural, Kind, Module, TensorView};
+use crate::lora::{shape_str, sort_natural, Kind, Module, TensorView};
 use crate::problem::{Problem, Severity};
 
 /// The order in which Hugging Face expert modules register their fused parameters.
@@ -87,11 +87,6 @@ fn pair_shapes<'a>(m: &Module, tensors: &'a [TensorView<'a>]) -> Option<(&'a [u6
         (a, b) if a.len() == 2 && b.len() == 2 && a[0] == b[1] => Some((a, b)),
         _ => None,
     }
-}
-
-fn shape_str(s: &[u64]) -> String {
-    let parts: Vec<String> = s.iter().map(u64::to_string).collect();
-    format!("({})", parts.join(", "))
 }
 
 /// Name each `target_parameters` wrapper by its parameter and fill in rank and expert count.

@@ -565,7 +565,7 @@ struct Dims {
     layout: &'static str,
 }
 
-fn shape_str(s: &[u64]) -> String {
+pub(crate) fn shape_str(s: &[u64]) -> String {
     format!(
         "({})",
         s.iter()

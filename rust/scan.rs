@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::config::{parse_config, peft_pattern, AdapterConfig, Schema, TargetModules};
+use crate::config::{parse_config, peft_pattern, AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::{Result, ScanError, ShardKeyIssue};
 use crate::header::{read_header, read_small_file, Header, Limits, SymlinkPolicy, TensorInfo};
 use crate::index::{confine, read_index, ShardIndex};
@@ -797,18 +797,8 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
         .as_ref()
         .filter(|c| c.schema == Schema::Peft && !c.target_parameters.is_empty())
     {
-        let patterns = c
-            .rank_pattern
-            .iter()
-            .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
-            .collect::<Result<Vec<_>>>()?;
-        let rank_for = |path: &str| {
-            patterns
-                .iter()
-                .find(|(re, _)| re.is_match(path))
-                .map(|(_, r)| *r)
-                .or(c.peft_r)
-        };
+        let ranks = PeftRanks::new(c)?;
+        let rank_for = |path: &str| ranks.rank(path);
         crate::fused::resolve(
             &mut inference.modules,
             &views,
@@ -1485,11 +1475,7 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
             "no `lora_alpha` in the PEFT config: peft would use its default of 8".into(),
         );
     }
-    let patterns = c
-        .rank_pattern
-        .iter()
-        .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
-        .collect::<Result<Vec<_>>>()?;
+    let ranks = PeftRanks::new(c)?;
     for (k, _) in &c.alpha_pattern {
         peft_pattern(&c.path, "alpha_pattern", k)?;
     }
@@ -1507,11 +1493,7 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
         if m.layout == "peft_param_wrapper" {
             continue;
         }
-        let expected = patterns
-            .iter()
-            .find(|(re, _)| re.is_match(&m.path))
-            .map(|(_, r)| *r)
-            .or(c.peft_r);
+        let expected = ranks.rank(&m.path);
         if let Some(r) = expected {
             check_rank(cx, m, r, "the PEFT config (r / rank_pattern)");
         }

@@ -10,32 +10,20 @@ import pytest
 
 import adapterscan
 from adapterscan.cli import main
+from test_peft_fixtures import BASE, FIXTURES, TOKENS, base_of
+from test_peft_fixtures import CASES as PEFT_CASES
 
 pytestmark = pytest.mark.mlx
 
-FIXTURES = Path(__file__).parent / "fixtures" / "peft"
-BASE = FIXTURES / "llama-base"
-TOKENS = [[1, 5, 9, 33, 2, 77, 100, 3]]
 
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        "llama-all-linear",
-        "llama-rslora-patterns",
-        "llama-embedding-q",
-        "llama-dora",
-        "qwen3-moe-per-expert",
-        "qwen3-moe-fused",
-    ],
-)
+@pytest.mark.parametrize("case", PEFT_CASES)
 def test_stock_mlx_lm_reproduces_peft(tmp_path: Path, case: str) -> None:
     import mlx.core as mx
     from mlx_lm.tuner.utils import load_adapters
     from mlx_lm.utils import load_model
 
     out = tmp_path / case
-    base = FIXTURES / ("qwen3-moe-base" if case.startswith("qwen3") else "llama-base")
+    base = base_of(case)
     args = ["convert", str(FIXTURES / case), str(out), "--to", "mlx", "--base", str(base)]
     if case == "llama-embedding-q":
         assert main(args) == 2  # peft's embedding copy is not dropped silently
@@ -163,20 +151,11 @@ def test_to_peft_and_back(tmp_path: Path, case: str, experts: str) -> None:
 
 
 def test_per_module_ranks_survive_the_trip(tmp_path: Path) -> None:
-    import mlx.core as mx
-    from mlx_lm.tuner.lora import LoRALinear
-
     import adapterscan.mlx as am
-    from producers import LLAMA, build_model
-    from test_mlx_roundtrip import fresh, logits, max_diff
+    from producers import LLAMA
+    from test_mlx_roundtrip import fresh, logits, max_diff, two_ranks
 
-    model = build_model(LLAMA)
-    model.freeze()
-    layer = model.model.layers[1]
-    layer.self_attn.q_proj = LoRALinear.from_base(layer.self_attn.q_proj, r=2, scale=3.0)
-    layer.self_attn.v_proj = LoRALinear.from_base(layer.self_attn.v_proj, r=6, scale=0.5)
-    layer.self_attn.q_proj.lora_b = mx.ones((2, 64)) * 0.1
-    layer.self_attn.v_proj.lora_b = mx.ones((6, 32)) * 0.1
+    model = two_ranks(1)
     before = logits(model)
     am.save_adapters(model, tmp_path / "mlx")
     am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")

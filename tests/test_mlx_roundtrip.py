@@ -246,19 +246,25 @@ def test_resave_into_the_folder_it_was_loaded_from(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if "adapterscan-tmp" in p.name]
 
 
-def test_per_module_ranks_and_scales(tmp_path: Path) -> None:
+def two_ranks(layer_index: int) -> Any:
+    """A llama with LoRA on one layer's q_proj (rank 2, scale 3) and v_proj (rank 6, scale 0.5)."""
     import mlx.core as mx
     from mlx_lm.tuner.lora import LoRALinear
 
-    import adapterscan.mlx as am
-
     model = build_model(LLAMA)
     model.freeze()
-    layer = model.model.layers[0]
+    layer = model.model.layers[layer_index]
     layer.self_attn.q_proj = LoRALinear.from_base(layer.self_attn.q_proj, r=2, scale=3.0)
     layer.self_attn.v_proj = LoRALinear.from_base(layer.self_attn.v_proj, r=6, scale=0.5)
     layer.self_attn.q_proj.lora_b = mx.ones((2, 64)) * 0.1
     layer.self_attn.v_proj.lora_b = mx.ones((6, 32)) * 0.1
+    return model
+
+
+def test_per_module_ranks_and_scales(tmp_path: Path) -> None:
+    import adapterscan.mlx as am
+
+    model = two_ranks(0)
     before = logits(model)
     s = am.save_adapters(model, tmp_path / "a")
     assert s.ok, [(p.code, p.path, p.message) for p in s.problems]

@@ -915,13 +915,14 @@ def _peft_specs(
         alpha = _peft_first_match(patterns, path)
         alpha = _number(alpha_default if alpha is None else alpha, "lora_alpha", cfg_path)
         rank = int(m.rank)
+        scale = alpha / (math.sqrt(rank) if rslora else rank)
         spec = _Spec(
             path=stacked_path(path),
             kind=m.kind,
             variant=m.variant,
             layout=m.layout,
             rank=rank,
-            scale=alpha / (math.sqrt(rank) if rslora else rank),
+            scale=scale,
             dropout=_number(cfg.get("lora_dropout", 0.0), "lora_dropout", cfg_path),
             keys=list(m.keys),
         )
@@ -934,7 +935,6 @@ def _peft_specs(
                 "target_parameters factors are not mapped"
             )
         base, _, param = path.rpartition(".")
-        shared_scale = float(alpha / (math.sqrt(rank) if rslora else rank))
         record = fused.get(path, {})
         if params is None:
             params = dict(tree_flatten(model.parameters())) if model is not None else {}
@@ -948,9 +948,9 @@ def _peft_specs(
                 own = record.get(half)
                 if record and own is None:
                     continue  # this half was not adapted
-                r_own, s_own = (int(own[0]), float(own[1])) if own else (rank, shared_scale)
+                r_own, s_own = (int(own[0]), float(own[1])) if own else (rank, scale)
                 hi = lo + r_own if own else rank
-                factor = s_own / shared_scale if own else 1.0
+                factor = s_own / scale if own else 1.0
                 specs.append(
                     spec._replace(
                         path=f"{mlx_prefix}.switch_mlp.{half}",
