@@ -531,17 +531,19 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         }
     }
     // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
-    let mut present: Vec<(Slot, Leaf)> = factors.iter().map(|f| (f.0, f.1)).collect();
-    present.sort_unstable();
-    for &(slot, leaf, key) in &factors {
-        let other = match leaf {
-            Leaf::A => Leaf::B,
-            Leaf::B => Leaf::A,
-            Leaf::M => continue,
-        };
-        if present.binary_search(&(slot, other)).is_err() {
-            if let Some(p) = partner(key) {
-                f.missing.push(p);
+    // Sorted by slot, each slot's factors are side by side (the report is sorted at the end).
+    factors.sort_unstable_by_key(|f| (f.0, f.1));
+    for slot in factors.chunk_by(|a, b| a.0 == b.0) {
+        for &(_, leaf, key) in slot {
+            let other = match leaf {
+                Leaf::A => Leaf::B,
+                Leaf::B => Leaf::A,
+                Leaf::M => continue,
+            };
+            if !slot.iter().any(|f| f.1 == other) {
+                if let Some(p) = partner(key) {
+                    f.missing.push(p);
+                }
             }
         }
     }

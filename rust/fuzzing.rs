@@ -42,7 +42,9 @@ pub fn header(data: &[u8]) {
 
 /// Any bytes as a shard index, and every shard name it yields through folder confinement.
 pub fn index(data: &[u8]) {
-    if let Ok(index) = crate::index::parse_index(Path::new("i.json"), data) {
+    let path = Path::new("i.json");
+    if let Ok(index) = crate::index::parse_index(path, data) {
+        let _ = index.check_unique(path);
         for name in index.shard_names() {
             if let Ok(p) = crate::index::confine(
                 Path::new("i.json"),

@@ -1,4 +1,5 @@
-//! A fast path for safetensors headers as writers produce them.
+//! A fast path for safetensors headers as writers produce them (and the cursor that the shard
+//! index's fast path shares).
 //!
 //! Headers are JSON objects of a fixed shape: tensor names mapped to `{"dtype": str,
 //! "shape": [uint, ...], "data_offsets": [uint, uint]}`, plus an optional `__metadata__` object of
@@ -18,15 +19,71 @@ use crate::header::{Shape, TensorInfo};
 /// `(metadata, tensors)`, as the full parser returns them.
 pub(crate) type Parsed = (Option<BTreeMap<String, String>>, Vec<TensorInfo>);
 
-struct Cursor<'a> {
+/// A position in JSON text, for the one-pass readers of the usual shapes (headers, indexes).
+pub(crate) struct Cursor<'a> {
     text: &'a str,
     bytes: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
+}
+
+/// The length of a string's body (the bytes before its closing quote), or `None` at an escape, a
+/// control character or the end of the text. Eight bytes at a time: names are tens of bytes, too
+/// short for a vector search to pay for its setup.
+#[inline]
+fn string_len(body: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut i = 0;
+    while let Some(chunk) = body.get(i..i + 8) {
+        let x = u64::from_le_bytes(chunk.try_into().ok()?);
+        let quote = x ^ (ONES * u64::from(b'"'));
+        let backslash = x ^ (ONES * u64::from(b'\\'));
+        // High bit set in bytes that are zero (so a quote or backslash in `x`) or below 0x20. The
+        // lowest flagged byte is always a true one: false flags only sit above a true one.
+        let hits = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(ONES * 0x20) & !x))
+            & HIGH;
+        if hits != 0 {
+            let at = i + (hits.trailing_zeros() / 8) as usize;
+            return (body[at] == b'"').then_some(at);
+        }
+        i += 8;
+    }
+    let tail = body.get(i..)?;
+    let at = tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+    (tail[at] == b'"').then_some(i + at)
 }
 
 impl<'a> Cursor<'a> {
+    pub(crate) fn new(text: &'a str) -> Self {
+        Cursor {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    /// Whether only whitespace is left.
+    pub(crate) fn at_end(&mut self) -> bool {
+        self.ws();
+        self.pos == self.bytes.len()
+    }
+
+    /// Consume `null`.
+    pub(crate) fn null(&mut self) -> bool {
+        self.ws();
+        let found = self.bytes[self.pos..].starts_with(b"null");
+        if found {
+            self.pos += 4;
+        }
+        found
+    }
+
     #[inline]
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while let Some(&b) = self.bytes.get(self.pos) {
             if matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
                 self.pos += 1;
@@ -37,20 +94,20 @@ impl<'a> Cursor<'a> {
     }
 
     #[inline]
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
     /// Skip whitespace, then consume `b`.
     #[inline]
-    fn eat(&mut self, b: u8) -> Option<()> {
+    pub(crate) fn eat(&mut self, b: u8) -> Option<()> {
         self.ws();
         (self.peek()? == b).then(|| self.pos += 1)
     }
 
     /// After a member: `,` (`Some(false)`, more follow) or `close` (`Some(true)`, the end).
     #[inline]
-    fn comma_or(&mut self, close: u8) -> Option<bool> {
+    pub(crate) fn comma_or(&mut self, close: u8) -> Option<bool> {
         self.ws();
         let b = self.peek()?;
         self.pos += 1;
@@ -63,26 +120,29 @@ impl<'a> Cursor<'a> {
 
     /// A string without escapes or control characters, borrowed from the text.
     #[inline]
-    fn string(&mut self) -> Option<&'a str> {
+    pub(crate) fn string(&mut self) -> Option<&'a str> {
         self.eat(b'"')?;
         let start = self.pos;
-        let len = memchr::memchr2(b'"', b'\\', &self.bytes[start..])?;
-        if self.bytes[start + len] != b'"' {
-            return None; // an escape
-        }
-        // The smallest byte, not a short-circuit search: the check runs over whole vectors.
-        let body = &self.bytes[start..start + len];
-        if body.iter().copied().min().is_some_and(|b| b < 0x20) {
-            return None;
-        }
+        let len = string_len(&self.bytes[start..])?;
         self.pos = start + len + 1;
         // Quotes are ASCII, so both ends are character boundaries of the (valid UTF-8) text.
         self.text.get(start..start + len)
     }
 
+    /// Consume `"name"` when it comes next (after whitespace).
+    #[inline]
+    fn literal(&mut self, quoted: &[u8]) -> bool {
+        self.ws();
+        let found = self.bytes[self.pos..].starts_with(quoted);
+        if found {
+            self.pos += quoted.len();
+        }
+        found
+    }
+
     /// A plain unsigned integer: `0` or `[1-9][0-9]*`, fitting in 64 bits.
     #[inline]
-    fn uint(&mut self) -> Option<u64> {
+    pub(crate) fn uint(&mut self) -> Option<u64> {
         self.ws();
         let first = self.peek()?;
         if !first.is_ascii_digit() {
@@ -130,20 +190,19 @@ impl<'a> Cursor<'a> {
         self.eat(b'{')?;
         let (mut dtype, mut shape, mut offsets) = (None, None, None);
         loop {
-            let duplicate = match self.string()? {
-                "dtype" => {
-                    self.eat(b':')?;
-                    dtype.replace(Dtype::from_name(self.string()?)?).is_some()
-                }
-                "shape" => {
-                    self.eat(b':')?;
-                    shape.replace(self.shape()?).is_some()
-                }
-                "data_offsets" => {
-                    self.eat(b':')?;
-                    offsets.replace(self.offsets()?).is_some()
-                }
-                _ => return None,
+            // Field names compared in place; any other (or escaped) name makes the full parser
+            // decide.
+            let duplicate = if self.literal(b"\"dtype\"") {
+                self.eat(b':')?;
+                dtype.replace(Dtype::from_name(self.string()?)?).is_some()
+            } else if self.literal(b"\"shape\"") {
+                self.eat(b':')?;
+                shape.replace(self.shape()?).is_some()
+            } else if self.literal(b"\"data_offsets\"") {
+                self.eat(b':')?;
+                offsets.replace(self.offsets()?).is_some()
+            } else {
+                return None;
             };
             if duplicate {
                 return None;
@@ -156,9 +215,7 @@ impl<'a> Cursor<'a> {
 
     /// `null` (leaves `into` empty) or an object of strings.
     fn metadata(&mut self, into: &mut Option<BTreeMap<String, String>>) -> Option<()> {
-        self.ws();
-        if self.bytes[self.pos..].starts_with(b"null") {
-            self.pos += 4;
+        if self.null() {
             return Some(());
         }
         self.eat(b'{')?;
@@ -182,13 +239,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// After this many entries, the rest are estimated from their size.
+const ESTIMATE_AFTER: usize = 32;
+
 /// Parse a header of the usual shape, or give up (`None`) so the full parser decides.
 pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
-    let mut c = Cursor {
-        text,
-        bytes: text.as_bytes(),
-        pos: 0,
-    };
+    let mut c = Cursor::new(text);
     c.eat(b'{')?;
     let mut tensors = Vec::new();
     let mut metadata = None;
@@ -210,6 +266,13 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
                 if tensors.len() >= max_tensors {
                     return None;
                 }
+                if tensors.len() == ESTIMATE_AFTER {
+                    // Room for all from the first entries' size: the list is not regrown and
+                    // copied as it fills (headers have up to millions of entries).
+                    let estimate = c.bytes.len() / (c.pos / ESTIMATE_AFTER).max(1);
+                    let want = (estimate + estimate / 32 + 8).min(max_tensors);
+                    tensors.reserve_exact(want.saturating_sub(tensors.len()));
+                }
                 let (dtype, shape, (begin, end)) = c.entry()?;
                 tensors.push(TensorInfo {
                     name: name.to_string(),
@@ -224,10 +287,9 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
             }
         }
     }
-    c.ws();
     // All the headers of a folder are held at once: no spare capacity.
     tensors.shrink_to_fit();
-    (c.pos == c.bytes.len()).then_some((metadata, tensors))
+    c.at_end().then_some((metadata, tensors))
 }
 
 #[cfg(test)]
@@ -246,6 +308,17 @@ mod tests {
         assert_eq!((tensors[1].begin, tensors[1].end), (2048, 2050));
         assert_eq!(parse(r#"{"__metadata__":null}"#, 1).unwrap().0, None);
         assert!(parse("{}", 0).unwrap().1.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Eight bytes at a time finds what a byte at a time finds.
+        #[test]
+        fn string_len_matches_a_byte_loop(body in proptest::collection::vec(
+            proptest::sample::select(vec![b'a', b'"', b'\\', 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'.']), 0..40)) {
+            let naive = body.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+                .filter(|&i| body[i] == b'"');
+            proptest::prop_assert_eq!(string_len(&body), naive);
+        }
     }
 
     #[test]

@@ -19,12 +19,14 @@ pub struct ShardIndex {
     pub shards: Vec<String>,
     /// `metadata.total_size`, when present and an integer.
     pub total_size: Option<u64>,
+    /// The names are in strictly increasing byte order, so none repeats.
+    sorted: bool,
 }
 
 /// Where a tensor name of the index is: a span of the text (start, length), or, when it has
 /// escapes or lies beyond 4 GiB, a string of `escaped` (`(i, ESCAPED)`). Twelve bytes an entry
 /// with the shard: indexes of a million tensors are common.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct KeySpan(u32, u32);
 
 const ESCAPED: u32 = u32::MAX;
@@ -55,9 +57,35 @@ impl ShardIndex {
             (name, *s)
         })
     }
+
+    /// Refuse a name listed twice. Parsing leaves this out: the shards' own names are compared
+    /// with the index anyway ([`crate::scan::check_index`]), which proves most indexes unique
+    /// without a set of every name.
+    pub fn check_unique(&self, path: &Path) -> Result<()> {
+        if self.sorted {
+            return Ok(());
+        }
+        let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
+        seen.reserve(self.len());
+        for (name, _) in self.entries() {
+            if !seen.insert(name) {
+                return Err(ScanError::DuplicateKey {
+                    path: path.to_path_buf(),
+                    key: format!("weight_map.{name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the names are known to be unique without [`Self::check_unique`]'s set.
+    pub(crate) fn known_unique(&self) -> bool {
+        self.sorted
+    }
 }
 
-/// Read and parse the index at `path`.
+/// Read and parse the index at `path`. Names listed twice are found by
+/// [`ShardIndex::check_unique`], not here.
 pub fn read_index(path: &Path, limits: &Limits) -> Result<ShardIndex> {
     let bytes = read_small_file(path, limits, "shard index")?;
     parse_index_owned(path, bytes)
@@ -70,7 +98,7 @@ fn schema_error(path: &Path, message: impl Into<String>) -> ScanError {
     }
 }
 
-/// Parse index bytes.
+/// Parse index bytes (names listed twice: see [`ShardIndex::check_unique`]).
 pub fn parse_index(path: &Path, bytes: &[u8]) -> Result<ShardIndex> {
     parse_index_owned(path, bytes.to_vec())
 }
@@ -85,8 +113,31 @@ fn parse_index_owned(path: &Path, bytes: Vec<u8>) -> Result<ShardIndex> {
             ),
         )
     })?;
+    let parsed = match parse_fast(&text) {
+        Some(parsed) => parsed,
+        None => parse_full(path, &text)?,
+    };
+    let (shards, entries, escaped, total_size) = parsed;
+    let mut index = ShardIndex {
+        text,
+        entries,
+        escaped,
+        shards,
+        total_size,
+        sorted: false,
+    };
+    let sorted = index
+        .entries()
+        .zip(index.entries().skip(1))
+        .all(|((a, _), (b, _))| a < b);
+    index.sorted = sorted;
+    Ok(index)
+}
+
+/// The full parser: any JSON, errors with their position.
+fn parse_full(path: &Path, text: &str) -> Result<Parsed> {
     let base = text.as_ptr() as usize;
-    let mut de = serde_json::Deserializer::from_str(&text);
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = (&mut de)
         .deserialize_map(IndexVisitor { base })
         .and_then(|v| de.end().map(|()| v));
@@ -100,28 +151,124 @@ fn parse_index_owned(path: &Path, bytes: Vec<u8>) -> Result<ShardIndex> {
             format!("{message} (line {}, column {})", e.line(), e.column()),
         )
     })?;
-    let Some((shards, entries, escaped, total_size)) = index else {
-        return Err(schema_error(path, "no `weight_map` object"));
-    };
-    let index = ShardIndex {
-        text,
-        entries,
-        escaped,
-        shards,
-        total_size,
-    };
-    let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
-    seen.reserve(index.len());
-    for (name, _) in index.entries() {
-        if !seen.insert(name) {
-            return Err(ScanError::DuplicateKey {
-                path: path.to_path_buf(),
-                key: format!("weight_map.{name}"),
-            });
+    index.ok_or_else(|| schema_error(path, "no `weight_map` object"))
+}
+
+/// The usual shape in one pass: `{"metadata": null | {name: string | uint, ...}, "weight_map":
+/// {tensor: shard, ...}}` in either order, no escapes, nothing else. Gives up (`None`) on
+/// anything other, and the full parser decides; for what it accepts, it gives the full parser's
+/// result (a property test checks this).
+fn parse_fast(text: &str) -> Option<Parsed> {
+    if u32::try_from(text.len()).is_err() {
+        return None;
+    }
+    let base = text.as_ptr() as usize;
+    let mut c = crate::header_fast::Cursor::new(text);
+    let (mut weight_map, mut metadata) = (None, None);
+    c.eat(b'{')?;
+    loop {
+        let key = c.string()?;
+        c.eat(b':')?;
+        let duplicate = match key {
+            "weight_map" => weight_map.replace(weight_map_fast(&mut c, base)?).is_some(),
+            "metadata" => metadata.replace(metadata_fast(&mut c)?).is_some(),
+            _ => return None,
+        };
+        if duplicate {
+            return None;
+        }
+        if c.comma_or(b'}')? {
+            break;
         }
     }
-    drop(seen);
-    Ok(index)
+    if !c.at_end() {
+        return None;
+    }
+    let (shards, entries) = weight_map?;
+    Some((
+        shards,
+        entries,
+        Vec::new(),
+        metadata.and_then(|m| m.total_size),
+    ))
+}
+
+/// What the index's `metadata` tells.
+struct Metadata {
+    total_size: Option<u64>,
+}
+
+/// `null` or an object of strings and unsigned integers: `total_size` when it is an integer.
+fn metadata_fast(c: &mut crate::header_fast::Cursor<'_>) -> Option<Metadata> {
+    if c.null() {
+        return Some(Metadata { total_size: None });
+    }
+    c.eat(b'{')?;
+    let mut total_size = None;
+    let mut seen_total = false;
+    c.ws();
+    if c.peek()? == b'}' {
+        c.pos += 1;
+        return Some(Metadata { total_size: None });
+    }
+    loop {
+        let key = c.string()?;
+        c.eat(b':')?;
+        c.ws();
+        let value = if c.peek()? == b'"' {
+            c.string()?;
+            None
+        } else {
+            Some(c.uint()?)
+        };
+        if key == "total_size" {
+            if seen_total {
+                return None;
+            }
+            seen_total = true;
+            total_size = value;
+        }
+        if c.comma_or(b'}')? {
+            return Some(Metadata { total_size });
+        }
+    }
+}
+
+/// Shard names, and `(tensor, shard id)` pairs.
+type WeightMap = (Vec<String>, Vec<(KeySpan, u32)>);
+
+/// The weight map: names as spans of the text, shard names interned.
+fn weight_map_fast(c: &mut crate::header_fast::Cursor<'_>, base: usize) -> Option<WeightMap> {
+    c.eat(b'{')?;
+    let mut shards: Vec<String> = Vec::new();
+    let mut ids: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+    let mut entries = Vec::new();
+    c.ws();
+    if c.peek()? == b'}' {
+        c.pos += 1;
+        return Some((shards, entries));
+    }
+    let mut last = 0u32;
+    loop {
+        let key = c.string()?;
+        c.eat(b':')?;
+        let shard = c.string()?;
+        // Consecutive names are mostly in one shard.
+        if shards.get(last as usize).is_none_or(|s| s != shard) {
+            let next = u32::try_from(shards.len()).ok()?;
+            last = *ids.entry(shard).or_insert_with(|| {
+                shards.push(shard.to_string());
+                next
+            });
+        }
+        // Both fit: the text is shorter than 4 GiB, and `ESCAPED` is longer than any name in it.
+        let start = u32::try_from(key.as_ptr() as usize - base).ok()?;
+        let len = u32::try_from(key.len()).ok().filter(|&n| n != ESCAPED)?;
+        entries.push((KeySpan(start, len), last));
+        if c.comma_or(b'}')? {
+            return Some((shards, entries));
+        }
+    }
 }
 
 struct IndexVisitor {
@@ -352,18 +499,67 @@ mod tests {
             code(parse_index(p, b"{\"weight_map\":{\"a\":1}}")),
             "invalid_shard_index"
         );
-        assert_eq!(
-            code(parse_index(
-                p,
-                b"{\"weight_map\":{\"a\":\"x\",\"a\":\"y\"}}"
-            )),
-            "duplicate_key"
-        );
+        for twice in [
+            &b"{\"weight_map\":{\"a\":\"x\",\"a\":\"y\"}}"[..],
+            b"{\"weight_map\":{\"b\":\"x\",\"a\":\"x\",\"b\":\"x\"}}",
+            b"{\"weight_map\":{\"b\":\"x\",\"a\\u0041\":\"x\",\"aA\":\"x\"}}",
+        ] {
+            let ix = parse_index(p, twice).unwrap();
+            assert_eq!(ix.check_unique(p).unwrap_err().code(), "duplicate_key");
+        }
         assert_eq!(
             code(parse_index(p, b"{\"weight_map\":{}")),
             "invalid_shard_index"
         );
         assert_eq!(code(parse_index(p, b"\xff")), "invalid_shard_index");
+    }
+
+    proptest::proptest! {
+        /// The fast path gives the full parser's result whenever it answers, whatever the
+        /// spacing, member order or metadata; it answers for every plain index; mutated indexes
+        /// make it give up or agree.
+        #[test]
+        fn fast_path_agrees_with_the_full_parser(
+            names in proptest::collection::vec(("[a-c.\"é\\\\]{0,4}", 0usize..3), 0..8),
+            meta in proptest::option::of(proptest::collection::vec(
+                (proptest::sample::select(vec!["total_size", "other", "format"]), 0u8..4, 0u64..1000),
+                0..3)),
+            ws in proptest::collection::vec(proptest::sample::select(vec!["", " ", "\n", "\t"]), 16),
+            metadata_first in proptest::bool::ANY,
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            byte in proptest::prelude::any::<u8>(),
+        ) {
+            let w = |i: usize| ws[i % ws.len()];
+            let shards = ["s1.safetensors", "s2.safetensors", "a\"b"];
+            let map: Vec<String> = names.iter().enumerate().map(|(i, (n, s))| {
+                format!("{}{}{}:{}", w(i), serde_json::to_string(n).unwrap(), w(i + 1), serde_json::to_string(shards[*s]).unwrap())
+            }).collect();
+            let mut members = vec![format!("\"weight_map\"{}:{{{}}}", w(3), map.join(","))];
+            let mut plain = true;
+            if let Some(m) = &meta {
+                let body: Vec<String> = m.iter().map(|(k, kind, v)| {
+                    plain &= *kind < 2;
+                    let value = match kind { 0 => format!("\"{v}\""), 1 => v.to_string(), 2 => format!("{v}.5"), _ => "true".into() };
+                    format!("\"{k}\":{}{value}", w(*v as usize))
+                }).collect();
+                plain &= m.iter().filter(|e| e.0 == "total_size").count() < 2;
+                members.insert(usize::from(!metadata_first), format!("\"metadata\":{}{{{}}}", w(5), body.join(",")));
+            }
+            let text = format!("{}{{{}}}{}", w(6), members.join(","), w(7));
+            let full = parse_full(Path::new("x"), &text);
+            match parse_fast(&text) {
+                Some(fast) => proptest::prop_assert_eq!(Some(fast), full.ok()),
+                None => proptest::prop_assert!(!plain || text.contains('\\') || full.is_err(), "gave up on {}", text),
+            }
+            let mut bytes = text.into_bytes();
+            let i = cut.index(bytes.len());
+            bytes[i] = byte;
+            if let Ok(mutated) = std::str::from_utf8(&bytes) {
+                if let Some(fast) = parse_fast(mutated) {
+                    proptest::prop_assert_eq!(Some(fast), parse_full(Path::new("x"), mutated).ok());
+                }
+            }
+        }
     }
 
     #[test]

@@ -201,7 +201,11 @@ pub(crate) fn classify(name: &str) -> Option<(&str, Family, Leaf, Slot)> {
 
 /// `(everything before the last dot, the last component)`; `("", s)` without a dot.
 fn split_last(s: &str) -> (&str, &str) {
-    s.rsplit_once('.').unwrap_or(("", s))
+    // Last components are short: a plain backwards loop beats a vector search here.
+    match s.bytes().rposition(|b| b == b'.') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => ("", s),
+    }
 }
 
 /// The suffix-by-suffix reading `classify` replaced, kept to check that they agree.
@@ -251,9 +255,12 @@ pub(crate) fn expert_split(path: &str) -> Option<(String, u64)> {
 /// Find `experts.<digits>.` at a component boundary: (start of `experts.`, start and end of the
 /// digits). memchr's substring search keeps this cheap on long names.
 fn find_expert(path: &str) -> Option<(usize, usize, usize, u64)> {
+    // One searcher for every call: building it is dearer than searching a module path.
+    static EXPERTS: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"experts."));
     let bytes = path.as_bytes();
     let mut from = 0;
-    while let Some(pos) = memchr::memmem::find(&bytes[from..], b"experts.") {
+    while let Some(pos) = EXPERTS.find(&bytes[from..]) {
         let start = from + pos;
         let digits = start + "experts.".len();
         let boundary = start == 0 || bytes[start - 1] == b'.';

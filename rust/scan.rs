@@ -869,17 +869,24 @@ pub(crate) fn check_index(
                         // Writers usually list a shard's names in the index's order (both sorted,
                         // or both in insertion order): then no set is needed.
                         keys.iter().zip(&h.tensors).all(|(k, t)| *k == t.name) || {
-                            let names: foldhash::HashSet<&str> =
+                            let mut names: foldhash::HashSet<&str> =
                                 h.tensors.iter().map(|t| t.name.as_str()).collect();
-                            keys.iter().all(|k| names.contains(k))
+                            keys.iter().all(|k| names.remove(k))
                         }
                     )
             });
     drop(listed_in);
     if consistent {
+        // Each shard's list is its file's names (unique within a file), so the index repeats a
+        // name exactly when two shards hold it. Sorted indexes repeat none; otherwise compare
+        // hashes of the shards' names, and settle a match (a repeat, or a collision) exactly.
+        if !index.known_unique() && !disjoint_by_hash(headers) {
+            index.check_unique(index_path)?;
+        }
         check_total_size(index, headers, problems);
         return Ok(());
     }
+    index.check_unique(index_path)?;
     let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
     let mut stored: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
     stored.reserve(total);
@@ -957,6 +964,23 @@ pub(crate) fn check_index(
     }
     check_total_size(index, headers, problems);
     Ok(())
+}
+
+/// Whether no name is in two files, by 64-bit hashes (computed per file in parallel). `false` is
+/// a repeat or, rarely, a collision.
+fn disjoint_by_hash(headers: &[Header]) -> bool {
+    use std::hash::BuildHasher as _;
+    if headers.len() < 2 {
+        return true;
+    }
+    let state = foldhash::fast::FixedState::with_seed(0x5eed);
+    let hashes: Vec<Vec<u64>> = headers
+        .par_iter()
+        .map(|h| h.tensors.iter().map(|t| state.hash_one(&t.name)).collect())
+        .collect();
+    let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
+    seen.reserve(hashes.iter().map(Vec::len).sum());
+    hashes.iter().flatten().all(|&h| seen.insert(h))
 }
 
 fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<Problem>) {

@@ -350,6 +350,44 @@ def test_index_and_shards_must_agree(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("listing", "cls", "detail"),
+    [
+        # The index lists the name under both shards that hold it (its key repeats).
+        (
+            [("y", 1), ("x.lora_a", 1), ("y", 2), ("x.lora_b", 2)],
+            adapterscan.DuplicateKeyError,
+            "weight_map.y",
+        ),
+        # Listed once: the other shard holds it unlisted.
+        (
+            [("x.lora_a", 1), ("x.lora_b", 2), ("y", 1)],
+            adapterscan.ShardMismatchError,
+            "stored in two shards",
+        ),
+        # Listed twice under the same shard.
+        (
+            [("y", 1), ("x.lora_a", 1), ("y", 1), ("x.lora_b", 2)],
+            adapterscan.DuplicateKeyError,
+            "weight_map.y",
+        ),
+    ],
+)
+def test_a_name_in_two_shards(
+    tmp_path: Path, listing: list[tuple[str, int]], cls: type[Exception], detail: str
+) -> None:
+    index = tmp_path / "adapters.safetensors.index.json"
+    zeros = np.zeros((4, 2), np.float32)
+    save_numpy(tmp_path / "a-1.safetensors", {"x.lora_a": zeros, "y": zeros})
+    save_numpy(tmp_path / "a-2.safetensors", {"x.lora_b": zeros.T.copy(), "y": zeros})
+    # Written by hand: a JSON object with a repeated key cannot come from a dict.
+    body = ", ".join(f'"{name}": "a-{shard}.safetensors"' for name, shard in listing)
+    index.write_text(f'{{"weight_map": {{{body}}}}}')
+    with pytest.raises(cls) as info:
+        adapterscan.scan(tmp_path)
+    assert detail in str(info.value)
+
+
+@pytest.mark.parametrize(
     "text",
     [
         "[]",
