@@ -130,7 +130,7 @@ pub struct Module {
     /// Number of experts, for switch modules.
     pub num_experts: Option<u64>,
     /// The factors' dtype, or `mixed`.
-    pub dtype: String,
+    pub dtype: &'static str,
     /// The indices, in the scan's tensor list, of the tensors that make up the module, in
     /// natural order (by list or expert index, then A, B, magnitude).
     pub tensor_ids: Vec<u32>,
@@ -361,15 +361,52 @@ pub fn sort_natural<T>(items: &mut Vec<T>, path: impl Fn(&T) -> &str) {
     {
         return;
     }
-    let mut order: Vec<(Vec<Segment<'_>>, usize)> = items
-        .iter()
-        .enumerate()
-        .map(|(i, x)| (segments(path(x)), i))
-        .collect();
-    order.sort_unstable();
-    let order: Vec<usize> = order.into_iter().map(|(_, i)| i).collect();
+    let order: Vec<usize> = if items.iter().any(|x| path(x).contains('\0')) {
+        let mut order: Vec<(Vec<Segment<'_>>, usize)> = items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (segments(path(x)), i))
+            .collect();
+        order.sort_unstable();
+        order.into_iter().map(|(_, i)| i).collect()
+    } else {
+        // Every key in one buffer, compared as bytes.
+        let mut keys = Vec::with_capacity(items.len() * 64);
+        let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(items.len());
+        for (i, x) in items.iter().enumerate() {
+            let start = keys.len();
+            natural_key(path(x), &mut keys);
+            spans.push((start, keys.len(), i));
+        }
+        spans.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]).then(a.2.cmp(&b.2)));
+        spans.into_iter().map(|(_, _, i)| i).collect()
+    };
     let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
     items.extend(order.into_iter().filter_map(|i| slots[i].take()));
+}
+
+/// Append a byte string that compares as [`segments`] do, for a path without NUL: per component,
+/// a number as `1`, its value (8 bytes, big-endian) and its text, a name as `2` and its text, each
+/// ended by a NUL.
+fn natural_key(path: &str, out: &mut Vec<u8>) {
+    for part in path.as_bytes().split(|&b| b == b'.') {
+        // A number exactly when `segment` sees one: digits only, fitting in 64 bits.
+        let number = if !part.is_empty() && part.iter().all(u8::is_ascii_digit) {
+            part.iter().try_fold(0u64, |n, &d| {
+                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })
+        } else {
+            None
+        };
+        if let Some(n) = number {
+            out.push(1);
+            out.extend_from_slice(&n.to_be_bytes());
+        } else {
+            out.push(2);
+        }
+        out.extend_from_slice(part);
+        out.push(0);
+    }
 }
 
 #[derive(Default)]
@@ -386,11 +423,12 @@ pub struct InferOptions {
 }
 
 /// Group a run of tensors by module path (the first tensor's index is `offset`).
-fn group(
-    tensors: &[TensorView<'_>],
-    offset: usize,
-) -> (foldhash::HashMap<String, Acc>, Vec<usize>) {
-    let mut groups: foldhash::HashMap<String, Acc> = foldhash::HashMap::default();
+/// Tensors by module path, in order of first appearance (files usually list modules in natural
+/// order, which then needs no sort).
+type Groups = indexmap::IndexMap<String, Acc, foldhash::fast::RandomState>;
+
+fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
+    let mut groups = Groups::default();
     let mut scratch = String::new();
     let mut non_adapter = Vec::new();
     for (i, t) in tensors.iter().enumerate() {
@@ -490,7 +528,7 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
         .enumerate()
         .map(|(c, chunk)| (c * CHUNK, chunk))
         .collect();
-    let mut parts: Vec<(foldhash::HashMap<String, Acc>, Vec<usize>)> =
+    let mut parts: Vec<(Groups, Vec<usize>)> =
         crate::par::map(&chunks, parallel, |&(offset, chunk)| group(chunk, offset));
     let (mut groups, mut non_adapter) = if parts.is_empty() {
         Default::default()
@@ -582,6 +620,9 @@ pub(crate) fn shape_str(s: &[u64]) -> String {
     )
 }
 
+/// One leaf's factors of a module: (slot, tensor index), sorted.
+type Picked = smallvec::SmallVec<[(Slot, usize); 2]>;
+
 fn analyze(
     path: &str,
     family: Family,
@@ -593,8 +634,8 @@ fn analyze(
         path,
         problems: Vec::new(),
     };
-    let pick = |leaf: Leaf| -> Vec<(Slot, usize)> {
-        let mut v: Vec<(Slot, usize)> = acc
+    let pick = |leaf: Leaf| -> Picked {
+        let mut v: Picked = acc
             .members
             .iter()
             .filter(|m| m.1 == leaf)
@@ -607,11 +648,12 @@ fn analyze(
     let b = pick(Leaf::B);
     let m = pick(Leaf::M);
 
-    let mut dtypes: Vec<Dtype> = acc.members.iter().map(|x| tensors[x.3].dtype).collect();
+    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> =
+        acc.members.iter().map(|x| tensors[x.3].dtype).collect();
     dtypes.sort_unstable();
     dtypes.dedup();
     let dtype = if dtypes.len() == 1 {
-        dtypes[0].name().to_string()
+        dtypes[0].name()
     } else {
         d.warn(
             "mixed_dtypes",
@@ -624,7 +666,7 @@ fn analyze(
                     .join(", ")
             ),
         );
-        "mixed".to_string()
+        "mixed"
     };
 
     let expert_slots = a
@@ -1123,6 +1165,7 @@ pub fn compress_ranges(values: &[u64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
     use std::collections::HashMap;
 
     fn run(spec: &[(&str, &str, &[u64])]) -> Inference {
@@ -1439,6 +1482,23 @@ mod tests {
             let inf = infer(&views, InferOptions { peft_target_parameters: param_wrapper });
             let in_modules: usize = inf.modules.iter().map(|m| m.tensor_ids.len()).sum();
             proptest::prop_assert_eq!(in_modules + inf.non_adapter.len(), views.len());
+        }
+    }
+
+    proptest::proptest! {
+        /// The byte keys order paths as their segments do, and as `natural_cmp` does.
+        #[test]
+        fn natural_keys_sort_as_segments(paths in proptest::collection::vec(
+            proptest::collection::vec(proptest::sample::select(
+                vec!["", "a", "b", "ab", "0", "1", "01", "10", "2", "256", "511", "18446744073709551615", "99999999999999999999", "é"]), 1..4)
+                .prop_map(|parts: Vec<&str>| parts.join(".")),
+            0..12)) {
+            let mut by_key = paths.clone();
+            sort_natural(&mut by_key, String::as_str);
+            let mut by_segments = paths.clone();
+            by_segments.sort_by(|a, b| segments(a).cmp(&segments(b)));
+            proptest::prop_assert_eq!(&by_key, &by_segments);
+            proptest::prop_assert!(by_key.windows(2).all(|w| natural_cmp(&w[0], &w[1]) != Ordering::Greater));
         }
     }
 

@@ -235,7 +235,7 @@ pub struct PyModuleInfo {
     in_dims: Option<u64>,
     out_dims: Option<u64>,
     num_experts: Option<u64>,
-    dtype: String,
+    dtype: &'static str,
     keys: Vec<String>,
 }
 
@@ -318,7 +318,7 @@ pub struct PyModuleGroup {
     in_dims: Option<u64>,
     out_dims: Option<u64>,
     num_experts: Option<u64>,
-    dtype: String,
+    dtype: &'static str,
 }
 
 /// `(name, dtype, shape, (begin, end), file_index)`.
@@ -410,7 +410,7 @@ impl PyScan {
                 in_dims: m.in_dims,
                 out_dims: m.out_dims,
                 num_experts: m.num_experts,
-                dtype: m.dtype.clone(),
+                dtype: m.dtype,
                 keys: m
                     .tensor_ids
                     .iter()

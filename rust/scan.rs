@@ -294,7 +294,7 @@ impl Scan {
                     in_dims: m.in_dims,
                     out_dims: m.out_dims,
                     num_experts: m.num_experts,
-                    dtype: &m.dtype,
+                    dtype: m.dtype,
                     keys: JsonKeys {
                         ids: &m.tensor_ids,
                         tensors: &self.tensors,
@@ -326,7 +326,7 @@ impl Scan {
                 in_dims: m.in_dims,
                 out_dims: m.out_dims,
                 num_experts: m.num_experts,
-                dtype: m.dtype.clone(),
+                dtype: m.dtype,
             };
             if let Some(&i) = lookup.get(&key) {
                 let g = &mut order[i];
@@ -361,7 +361,7 @@ struct GroupKey {
     in_dims: Option<u64>,
     out_dims: Option<u64>,
     num_experts: Option<u64>,
-    dtype: String,
+    dtype: &'static str,
 }
 
 const LAYER_CONTAINERS: &[&str] = &["layers", "h", "blocks", "layer", "block"];
@@ -1155,7 +1155,7 @@ fn judge(
 
     check_non_adapter(config, modules, non_adapter, effective, &mut cx);
 
-    let mut dtypes: Vec<&str> = modules.iter().map(|m| m.dtype.as_str()).collect();
+    let mut dtypes: Vec<&str> = modules.iter().map(|m| m.dtype).collect();
     dtypes.sort_unstable();
     dtypes.dedup();
     if dtypes.len() > 1 {
