@@ -107,6 +107,9 @@ pub struct Header {
     pub metadata: Option<BTreeMap<String, String>>,
     /// The tensors, in the order the header lists them.
     pub tensors: Vec<TensorInfo>,
+    /// [`name_hash`] of every name, sorted, when the duplicate check needed them (empty when
+    /// the names were in order): other files' names are compared with them.
+    pub(crate) name_hashes: Vec<u64>,
 }
 
 impl Header {
@@ -305,14 +308,15 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
         None => parse_full(path, text, limits)?,
     };
     let (metadata, tensors) = parsed;
-    let header = Header {
+    let mut header = Header {
         path: path.to_path_buf(),
         header_len: buf.len() as u64,
         file_size,
         metadata,
         tensors,
+        name_hashes: Vec::new(),
     };
-    validate(&header, limits)?;
+    validate(&mut header, limits)?;
     Ok(header)
 }
 
@@ -564,7 +568,7 @@ impl<'de> Visitor<'de> for EntrySeed<'_, '_> {
 }
 
 /// Check every rule that needs the whole header: sizes, offsets, coverage, duplicates.
-fn validate(header: &Header, limits: &Limits) -> Result<()> {
+fn validate(header: &mut Header, limits: &Limits) -> Result<()> {
     let path = &header.path;
     for t in &header.tensors {
         if t.shape.len() > limits.max_dims {
@@ -613,7 +617,7 @@ fn validate(header: &Header, limits: &Limits) -> Result<()> {
             });
         }
     }
-    check_duplicate_names(header)?;
+    header.name_hashes = check_duplicate_names(header)?;
     let data_end = check_offsets(header)?;
     let expected = 8 + header.header_len + data_end;
     if expected != header.file_size {
@@ -626,15 +630,29 @@ fn validate(header: &Header, limits: &Limits) -> Result<()> {
     Ok(())
 }
 
-fn check_duplicate_names(header: &Header) -> Result<()> {
+/// A hash of a tensor name, the same in every file (and thread) of a process.
+pub(crate) fn name_hash(name: &str) -> u64 {
+    use std::hash::BuildHasher as _;
+    const STATE: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x5eed);
+    STATE.hash_one(name)
+}
+
+/// Refuse a name listed twice. Returns the names' hashes, sorted, when they were needed.
+fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     // Writers usually list names in order: strictly increasing names cannot repeat.
     if header
         .tensors
         .windows(2)
         .all(|w| w[0].name.as_str() < w[1].name.as_str())
     {
-        return Ok(());
+        return Ok(Vec::new());
     }
+    let mut hashes: Vec<u64> = header.tensors.iter().map(|t| name_hash(&t.name)).collect();
+    hashes.sort_unstable();
+    if hashes.windows(2).all(|w| w[0] != w[1]) {
+        return Ok(hashes);
+    }
+    // A repeated name, or two names with one hash: settle it exactly.
     let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
     seen.reserve(header.tensors.len());
     for t in &header.tensors {
@@ -645,7 +663,7 @@ fn check_duplicate_names(header: &Header) -> Result<()> {
             });
         }
     }
-    Ok(())
+    Ok(hashes)
 }
 
 /// Sort by `(begin, end)` and check that the ranges tile `[0, end)` exactly; collect every

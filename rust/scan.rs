@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::{parse_config, peft_pattern, AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::{Result, ScanError, ShardKeyIssue};
+use crate::header::name_hash;
 use crate::header::{read_header, read_small_file, Header, Limits, SymlinkPolicy, TensorInfo};
 use crate::index::{confine, read_index, ShardIndex};
 use crate::lora::{
@@ -966,21 +967,28 @@ pub(crate) fn check_index(
     Ok(())
 }
 
-/// Whether no name is in two files, by 64-bit hashes (computed per file in parallel). `false` is
-/// a repeat or, rarely, a collision.
+/// Whether no name is in two files, by 64-bit name hashes (those the duplicate check kept, or
+/// computed per file in parallel). `false` is a repeat or, rarely, a collision.
 fn disjoint_by_hash(headers: &[Header]) -> bool {
-    use std::hash::BuildHasher as _;
     if headers.len() < 2 {
         return true;
     }
-    let state = foldhash::fast::FixedState::with_seed(0x5eed);
-    let hashes: Vec<Vec<u64>> = headers
+    let computed: Vec<Vec<u64>> = headers
         .par_iter()
-        .map(|h| h.tensors.iter().map(|t| state.hash_one(&t.name)).collect())
+        .map(|h| {
+            if h.name_hashes.len() == h.tensors.len() {
+                Vec::new()
+            } else {
+                h.tensors.iter().map(|t| name_hash(&t.name)).collect()
+            }
+        })
         .collect();
     let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
-    seen.reserve(hashes.iter().map(Vec::len).sum());
-    hashes.iter().flatten().all(|&h| seen.insert(h))
+    seen.reserve(headers.iter().map(|h| h.tensors.len()).sum());
+    headers.iter().zip(&computed).all(|(h, c)| {
+        let hashes = if c.is_empty() { &h.name_hashes } else { c };
+        hashes.iter().all(|&x| seen.insert(x))
+    })
 }
 
 fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<Problem>) {
