@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_header, read_small_file, Header, Limits, Shape};
+use crate::header::{read_header, read_small_file, Header, Limits};
 use crate::lora::{expert_split_into, looks_like_embedding, sort_natural, Kind};
 use crate::problem::{Problem, Severity};
-use crate::scan::{check_index, layer_split, read_sharded};
+use crate::scan::{check_index, layer_split, read_sharded, Tensors};
 
 /// One module of the base an adapter may target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct Expected {
     /// Adaptable modules, in natural path order.
     pub targets: Vec<Target>,
     /// Every parameter with its stored shape (for full fine-tunes), when known.
-    pub params: Vec<(String, Shape)>,
+    pub params: Tensors,
     /// Findings about the base itself.
     pub problems: Vec<Problem>,
 }
@@ -50,7 +50,7 @@ impl Expected {
     pub fn param_shapes(&self) -> foldhash::HashMap<&str, &[u64]> {
         self.params
             .iter()
-            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .map(|t| (t.name, t.info.shape.as_slice()))
             .collect()
     }
 
@@ -181,10 +181,7 @@ pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
     expected.source = folder.to_string_lossy().into_owned();
     expected.problems = problems;
     // Moved, not copied: most checks never look at them.
-    expected.params = headers
-        .into_iter()
-        .flat_map(|h| h.tensors.into_iter().map(|t| (t.name, t.shape)))
-        .collect();
+    expected.params = Tensors::new(headers.into_iter().map(|h| (h.names, h.tensors)).collect());
     Ok(expected)
 }
 
@@ -204,19 +201,19 @@ fn build_targets(
     let mut weights: Vec<(&str, Weight<'_>)> = Vec::new();
     let mut scales: foldhash::HashSet<&str> = foldhash::HashSet::default();
     for h in headers {
-        for t in &h.tensors {
+        for t in h.iter() {
             if let Some(m) = t.name.strip_suffix(".scales") {
                 scales.insert(m);
             }
         }
     }
     for h in headers {
-        for t in &h.tensors {
+        for t in h.iter() {
             if let Some(m) = t.name.strip_suffix(".weight") {
                 weights.push((
                     m,
                     Weight {
-                        shape: &t.shape,
+                        shape: &t.info.shape,
                         quantized: scales.contains(m),
                     },
                 ));
@@ -341,7 +338,7 @@ fn build_targets(
     Expected {
         source: String::new(),
         targets,
-        params: Vec::new(),
+        params: Tensors::default(),
         problems: Vec::new(),
     }
 }

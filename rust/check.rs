@@ -408,7 +408,7 @@ fn check_fused(
     };
     let out = o * targets.len() as u64;
     for &id in &m.tensor_ids {
-        let tensor = &scan.tensors[id as usize];
+        let tensor = scan.tensors.get(id as usize);
         let want = if tensor.name.ends_with(".lora_A.weight") {
             vec![e * r, i]
         } else if tensor.name.ends_with(".lora_B.weight") {
@@ -418,7 +418,7 @@ fn check_fused(
         };
         if tensor.shape.as_slice() != want.as_slice() {
             mismatches.push(ShapeMismatch {
-                key: tensor.name.clone(),
+                key: tensor.name.to_string(),
                 saved: tensor.shape.to_vec(),
                 expected: want,
             });
@@ -472,7 +472,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         f.unexpected.extend(
             m.tensor_ids
                 .iter()
-                .map(|&i| cx.scan.tensors[i as usize].name.clone()),
+                .map(|&i| cx.scan.tensors.get(i as usize).name.to_string()),
         );
         f.unmatched = true;
         return f;
@@ -497,8 +497,8 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     // (slot, leaf, key) of every factor, to find half pairs afterwards.
     let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
     for &id in &m.tensor_ids {
-        let tensor = &cx.scan.tensors[id as usize];
-        let key = &tensor.name;
+        let tensor = cx.scan.tensors.get(id as usize);
+        let key = tensor.name;
         let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
         let Some((module_path, family, leaf, mut slot)) = classify(name) else {
             continue;
@@ -508,11 +508,11 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
                 slot = Slot::Expert(e);
             }
         }
-        factors.push((slot, leaf, key.as_str()));
+        factors.push((slot, leaf, key));
         let saved = tensor.shape.as_slice();
         if let Slot::Expert(e) = slot {
             if t.num_experts.is_some_and(|n| e >= n) {
-                f.unexpected.push(key.clone());
+                f.unexpected.push(key.to_string());
                 continue;
             }
             experts_seen.push(e);
@@ -523,7 +523,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         if let Some(want) = expected_shape(family, leaf, slot, m.layout, t, r) {
             if want.as_slice() != saved {
                 f.mismatches.push(ShapeMismatch {
-                    key: key.clone(),
+                    key: key.to_string(),
                     saved: saved.to_vec(),
                     expected: want.to_vec(),
                 });
@@ -593,12 +593,12 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
 
     if scan.fine_tune_type == Some("full") && scan.modules.is_empty() {
         let params = expected.param_shapes();
-        for t in &scan.tensors {
-            match params.get(t.name.as_str()) {
-                None => unexpected.push(t.name.clone()),
+        for t in scan.tensors.iter() {
+            match params.get(t.name) {
+                None => unexpected.push(t.name.to_string()),
                 Some(&shape) if shape != t.shape.as_slice() => {
                     mismatches.push(ShapeMismatch {
-                        key: t.name.clone(),
+                        key: t.name.to_string(),
                         saved: t.shape.to_vec(),
                         expected: shape.to_vec(),
                     });
@@ -658,7 +658,7 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         let shape_of: foldhash::HashMap<&str, &[u64]> = scan
             .tensors
             .iter()
-            .map(|t| (t.name.as_str(), t.shape.as_slice()))
+            .map(|t| (t.name, t.info.shape.as_slice()))
             .collect();
         let params = expected.param_shapes();
         for name in &c.full_tensors {

@@ -35,6 +35,9 @@ pub const DTYPES: &[(&str, u64)] = &[
 ];
 
 impl Dtype {
+    /// 32-bit float.
+    pub const F32: Dtype = Dtype("F32");
+
     /// Look a dtype up by its exact name.
     pub fn from_name(name: &str) -> Option<Self> {
         // The common ones first, without scanning the table.

@@ -28,12 +28,11 @@ pub fn header(data: &[u8]) {
     if let Ok(h) = parse_header(Path::new("fuzz.safetensors"), header, size, &limits) {
         assert_eq!(h.data_bytes(), extra);
         let views: Vec<_> = h
-            .tensors
             .iter()
             .map(|t| crate::lora::TensorView {
-                name: &t.name,
+                name: t.name,
                 dtype: t.dtype,
-                shape: &t.shape,
+                shape: &t.info.shape,
             })
             .collect();
         let _ = crate::lora::infer(&views, crate::lora::InferOptions::default());

@@ -72,11 +72,74 @@ impl Default for Limits {
 /// inline, without an allocation.
 pub type Shape = smallvec::SmallVec<[u64; 3]>;
 
-/// One tensor entry of a header.
+/// Where a tensor's name is in its file's [`Names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NameSpan {
+    start: u32,
+    len: u32,
+}
+
+/// The tensor names of one file, in one buffer: a header lists up to millions of names, and one
+/// allocation per name costs more than parsing it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    text: String,
+}
+
+impl Names {
+    /// An empty buffer with room for `bytes` of names.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self {
+            text: String::with_capacity(bytes),
+        }
+    }
+
+    /// Add a name. Headers are under 4 GiB (checked before parsing), so spans fit 32 bits.
+    pub fn push(&mut self, name: &str) -> NameSpan {
+        let start = self.text.len();
+        self.text.push_str(name);
+        NameSpan {
+            start: u32::try_from(start).unwrap_or(u32::MAX),
+            len: u32::try_from(name.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The name at `span`.
+    pub fn get(&self, span: NameSpan) -> &str {
+        let start = span.start as usize;
+        self.text
+            .get(start..start + span.len as usize)
+            .unwrap_or_default()
+    }
+
+    /// Give back spare room.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+    }
+}
+
+/// A tensor with its name.
+#[derive(Debug, Clone, Copy)]
+pub struct Tensor<'a> {
+    /// The tensor's name, as written.
+    pub name: &'a str,
+    /// Its entry.
+    pub info: &'a TensorInfo,
+}
+
+impl std::ops::Deref for Tensor<'_> {
+    type Target = TensorInfo;
+
+    fn deref(&self) -> &TensorInfo {
+        self.info
+    }
+}
+
+/// One tensor entry of a header (its name is in the file's [`Names`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
-    /// The tensor's name, as written.
-    pub name: String,
+    /// Where the tensor's name is.
+    pub name_span: NameSpan,
     /// Its dtype.
     pub dtype: Dtype,
     /// Its shape (empty for a scalar).
@@ -107,6 +170,8 @@ pub struct Header {
     pub metadata: Option<BTreeMap<String, String>>,
     /// The tensors, in the order the header lists them.
     pub tensors: Vec<TensorInfo>,
+    /// Their names.
+    pub names: Names,
     /// [`name_hash`] of every name, sorted, when the duplicate check needed them (empty when
     /// the names were in order): other files' names are compared with them.
     pub(crate) name_hashes: Vec<u64>,
@@ -116,6 +181,19 @@ impl Header {
     /// Bytes of tensor data (the data section's length).
     pub fn data_bytes(&self) -> u64 {
         self.file_size - 8 - self.header_len
+    }
+
+    /// The tensors with their names, in the order the header lists them.
+    pub fn iter(&self) -> impl Iterator<Item = Tensor<'_>> + Clone {
+        self.tensors.iter().map(|info| Tensor {
+            name: self.names.get(info.name_span),
+            info,
+        })
+    }
+
+    /// The name of `t` (an entry of this header).
+    pub fn name(&self, t: &TensorInfo) -> &str {
+        self.names.get(t.name_span)
     }
 }
 
@@ -299,6 +377,14 @@ fn read_error(path: &Path, size: u64, e: std::io::Error) -> ScanError {
 
 /// Parse and validate header bytes (`buf` holds exactly the N header bytes) of a file of `file_size`.
 pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) -> Result<Header> {
+    // Name spans are 32-bit (whatever the configured limit).
+    if u32::try_from(buf.len()).is_err() {
+        return Err(ScanError::HeaderTooLarge {
+            path: path.to_path_buf(),
+            len: buf.len() as u64,
+            limit: u64::from(u32::MAX),
+        });
+    }
     let text = std::str::from_utf8(buf).map_err(|e| ScanError::HeaderEncoding {
         path: path.to_path_buf(),
         offset: 8 + e.valid_up_to() as u64,
@@ -307,13 +393,14 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
         Some(parsed) => parsed,
         None => parse_full(path, text, limits)?,
     };
-    let (metadata, tensors) = parsed;
+    let (metadata, names, tensors) = parsed;
     let mut header = Header {
         path: path.to_path_buf(),
         header_len: buf.len() as u64,
         file_size,
         metadata,
         tensors,
+        names,
         name_hashes: Vec::new(),
     };
     validate(&mut header, limits)?;
@@ -395,6 +482,7 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_, '_> {
         let state = self.state;
         let mut metadata: Option<Option<BTreeMap<String, String>>> = None;
         let mut tensors = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let mut names = Names::default();
         while let Some(key) = map.next_key::<String>()? {
             if key == "__metadata__" {
                 if metadata.is_some() {
@@ -416,14 +504,14 @@ impl<'de> Visitor<'de> for HeaderVisitor<'_, '_> {
             let entry = map.next_value_seed(EntrySeed { state: &mut *state })?;
             let name = state.current.take().unwrap_or_default();
             tensors.push(TensorInfo {
-                name,
+                name_span: names.push(&name),
                 dtype: entry.0,
                 shape: entry.1,
                 begin: entry.2 .0,
                 end: entry.2 .1,
             });
         }
-        Ok((metadata.flatten(), tensors))
+        Ok((metadata.flatten(), names, tensors))
     }
 }
 
@@ -570,11 +658,11 @@ impl<'de> Visitor<'de> for EntrySeed<'_, '_> {
 /// Check every rule that needs the whole header: sizes, offsets, coverage, duplicates.
 fn validate(header: &mut Header, limits: &Limits) -> Result<()> {
     let path = &header.path;
-    for t in &header.tensors {
+    for t in header.iter() {
         if t.shape.len() > limits.max_dims {
             return Err(ScanError::Shape {
                 path: path.clone(),
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 message: format!(
                     "{} dimensions, the limit is {}",
                     t.shape.len(),
@@ -588,14 +676,14 @@ fn validate(header: &mut Header, limits: &Limits) -> Result<()> {
             .try_fold(1u64, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| ScanError::Shape {
                 path: path.clone(),
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 message: format!("the element count of {:?} overflows 64 bits", t.shape),
             })?;
         let bits = numel
             .checked_mul(t.dtype.bits())
             .ok_or_else(|| ScanError::Shape {
                 path: path.clone(),
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 message: format!(
                     "the bit count of {:?} x {} overflows 64 bits",
                     t.shape, t.dtype
@@ -604,14 +692,14 @@ fn validate(header: &mut Header, limits: &Limits) -> Result<()> {
         if bits % 8 != 0 {
             return Err(ScanError::MisalignedTensor {
                 path: path.clone(),
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 bits,
             });
         }
         if t.end >= t.begin && t.end - t.begin != bits / 8 {
             return Err(ScanError::TensorSize {
                 path: path.clone(),
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 expected: bits / 8,
                 actual: t.end - t.begin,
             });
@@ -643,11 +731,11 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     if header
         .tensors
         .windows(2)
-        .all(|w| w[0].name.as_str() < w[1].name.as_str())
+        .all(|w| header.name(&w[0]) < header.name(&w[1]))
     {
         return Ok(Vec::new());
     }
-    let mut hashes: Vec<u64> = header.tensors.iter().map(|t| name_hash(&t.name)).collect();
+    let mut hashes: Vec<u64> = header.iter().map(|t| name_hash(t.name)).collect();
     hashes.sort_unstable();
     if hashes.windows(2).all(|w| w[0] != w[1]) {
         return Ok(hashes);
@@ -655,11 +743,11 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     // A repeated name, or two names with one hash: settle it exactly.
     let mut seen: foldhash::HashSet<&str> = foldhash::HashSet::default();
     seen.reserve(header.tensors.len());
-    for t in &header.tensors {
-        if !seen.insert(t.name.as_str()) {
+    for t in header.iter() {
+        if !seen.insert(t.name) {
             return Err(ScanError::DuplicateKey {
                 path: header.path.clone(),
-                key: t.name.clone(),
+                key: t.name.to_string(),
             });
         }
     }
@@ -669,15 +757,15 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
 /// Sort by `(begin, end)` and check that the ranges tile `[0, end)` exactly; collect every
 /// violation. Returns the length of the data section the header describes.
 fn check_offsets(header: &Header) -> Result<u64> {
-    let mut order: Vec<&TensorInfo> = header.tensors.iter().collect();
-    order.sort_unstable_by(|a, b| (a.begin, a.end, &a.name).cmp(&(b.begin, b.end, &b.name)));
+    let mut order: Vec<Tensor<'_>> = header.iter().collect();
+    order.sort_unstable_by(|a, b| (a.begin, a.end, a.name).cmp(&(b.begin, b.end, b.name)));
     let mut violations = Vec::new();
     let mut expected = 0u64;
-    let mut previous: Option<&TensorInfo> = None;
+    let mut previous: Option<Tensor<'_>> = None;
     for t in order {
         if t.end < t.begin {
             violations.push(OffsetViolation {
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 reason: format!(
                     "data_offsets [{}, {}] end before they begin",
                     t.begin, t.end
@@ -697,11 +785,11 @@ fn check_offsets(header: &Header) -> Result<u64> {
                 ),
             };
             violations.push(OffsetViolation {
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 reason,
             });
         } else if t.begin < expected {
-            let p = previous.map_or("", |p| p.name.as_str());
+            let p = previous.map_or("", |p| p.name);
             let reason = match previous {
                 Some(p) if p.begin == t.begin && p.end == t.end => {
                     format!(
@@ -717,7 +805,7 @@ fn check_offsets(header: &Header) -> Result<u64> {
                 ),
             };
             violations.push(OffsetViolation {
-                tensor: t.name.clone(),
+                tensor: t.name.to_string(),
                 reason,
             });
         }
@@ -785,7 +873,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(h.tensors.len(), 2);
-        assert_eq!(h.tensors[0].name, "b");
+        assert_eq!(h.name(&h.tensors[0]), "b");
         assert_eq!(h.tensors[0].shape.as_slice(), &[2, 3]);
         assert_eq!(h.tensors[0].dtype.name(), "F16");
         assert_eq!(h.metadata.as_ref().unwrap()["format"], "pt");
@@ -1045,15 +1133,15 @@ pub(crate) mod tests {
                 let d = Dtype::from_name(dtype).unwrap();
                 let n = shape.iter().product::<u64>() * d.bits() / 8;
                 obj.insert(name.clone(), serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}));
-                expected.push(TensorInfo { name: name.clone(), dtype: d, shape: shape.iter().copied().collect(), begin: offset, end: offset + n });
+                expected.push((name.clone(), d, shape.clone(), offset, offset + n));
                 offset += n;
             }
             let mut text = serde_json::to_string(&obj).unwrap();
             text.push_str(&" ".repeat(pad));
             let h = parse(&text, offset as usize).unwrap();
-            let mut got = h.tensors.clone();
-            got.sort_by(|a, b| a.name.cmp(&b.name));
-            expected.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut got: Vec<_> = h.iter().map(|t| (t.name.to_string(), t.dtype, t.shape.to_vec(), t.begin, t.end)).collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            expected.sort_by(|a, b| a.0.cmp(&b.0));
             prop_assert_eq!(got, expected);
             prop_assert_eq!(h.metadata, meta);
         }

@@ -14,10 +14,10 @@
 use std::collections::BTreeMap;
 
 use crate::dtype::Dtype;
-use crate::header::{Shape, TensorInfo};
+use crate::header::{Names, Shape, TensorInfo};
 
 /// `(metadata, tensors)`, as the full parser returns them.
-pub(crate) type Parsed = (Option<BTreeMap<String, String>>, Vec<TensorInfo>);
+pub(crate) type Parsed = (Option<BTreeMap<String, String>>, Names, Vec<TensorInfo>);
 
 /// A position in JSON text, for the one-pass readers of the usual shapes (headers, indexes).
 pub(crate) struct Cursor<'a> {
@@ -247,6 +247,8 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
     let mut c = Cursor::new(text);
     c.eat(b'{')?;
     let mut tensors = Vec::new();
+    // Names take about half of a header's bytes.
+    let mut names = Names::with_capacity(text.len() / 2);
     let mut metadata = None;
     let mut seen_metadata = false;
     c.ws();
@@ -275,7 +277,7 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
                 }
                 let (dtype, shape, (begin, end)) = c.entry()?;
                 tensors.push(TensorInfo {
-                    name: name.to_string(),
+                    name_span: names.push(name),
                     dtype,
                     shape,
                     begin,
@@ -289,7 +291,8 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
     }
     // All the headers of a folder are held at once: no spare capacity.
     tensors.shrink_to_fit();
-    c.at_end().then_some((metadata, tensors))
+    names.shrink_to_fit();
+    c.at_end().then_some((metadata, names, tensors))
 }
 
 #[cfg(test)]
@@ -301,13 +304,14 @@ mod tests {
         let text = r#" { "__metadata__" : {"format":"pt","b":"x"},
             "a.lora_a":{"dtype":"F32","shape":[64,8],"data_offsets":[0,2048]},
             "s":{"shape":[],"data_offsets":[2048,2050],"dtype":"BF16"} } "#;
-        let (meta, tensors) = parse(text, 10).unwrap();
+        let (meta, names, tensors) = parse(text, 10).unwrap();
         assert_eq!(meta.unwrap()["format"], "pt");
-        assert_eq!(tensors[0].name, "a.lora_a");
+        assert_eq!(names.get(tensors[0].name_span), "a.lora_a");
+        assert_eq!(names.get(tensors[1].name_span), "s");
         assert_eq!(tensors[0].shape.as_slice(), &[64, 8]);
         assert_eq!((tensors[1].begin, tensors[1].end), (2048, 2050));
         assert_eq!(parse(r#"{"__metadata__":null}"#, 1).unwrap().0, None);
-        assert!(parse("{}", 0).unwrap().1.is_empty());
+        assert!(parse("{}", 0).unwrap().2.is_empty());
     }
 
     proptest::proptest! {

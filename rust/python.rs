@@ -414,7 +414,7 @@ impl PyScan {
                 keys: m
                     .tensor_ids
                     .iter()
-                    .map(|&i| self.inner.tensors[i as usize].name.clone())
+                    .map(|&i| self.inner.tensors.get(i as usize).name.to_string())
                     .collect(),
             })
             .collect()
@@ -468,7 +468,7 @@ impl PyScan {
             .with_files()
             .map(|(f, t)| {
                 (
-                    t.name.clone(),
+                    t.name.to_string(),
                     t.dtype.name(),
                     t.shape.to_vec(),
                     (t.begin, t.end),
@@ -483,7 +483,7 @@ impl PyScan {
         self.inner
             .non_adapter
             .iter()
-            .map(|&i| self.inner.tensors[i].name.clone())
+            .map(|&i| self.inner.tensors.get(i).name.to_string())
             .collect()
     }
 
@@ -593,11 +593,12 @@ impl PyExpected {
             inner: Arc::new(Expected {
                 source,
                 targets: rows,
-                params: params
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(n, s)| (n, s.into_iter().collect()))
-                    .collect(),
+                params: crate::scan::Tensors::from_named(
+                    params
+                        .into_iter()
+                        .flatten()
+                        .map(|(n, s)| (n, s.into_iter().collect())),
+                ),
                 problems: Vec::new(),
             }),
         })

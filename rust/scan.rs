@@ -13,7 +13,9 @@ use serde::Serialize;
 use crate::config::{parse_config, peft_pattern, AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::{Result, ScanError, ShardKeyIssue};
 use crate::header::name_hash;
-use crate::header::{read_header, read_small_file, Header, Limits, SymlinkPolicy, TensorInfo};
+use crate::header::{
+    read_header, read_small_file, Header, Limits, Names, Shape, SymlinkPolicy, Tensor, TensorInfo,
+};
 use crate::index::{confine, read_index, ShardIndex};
 use crate::lora::{
     compress_ranges, infer, natural_cmp, sort_natural, Family, InferOptions, Kind, Module,
@@ -103,11 +105,12 @@ pub struct ModuleGroup {
     pub module: Module,
 }
 
-/// All tensors of all files: each file's list as it was parsed, indexed as one list (the lists are
-/// not copied into one: for a million tensors that copy is the largest allocation of a scan).
+/// All tensors of all files: each file's list and names as they were parsed, indexed as one list
+/// (the lists are not copied into one: for a million tensors that copy is the largest allocation
+/// of a scan).
 #[derive(Debug, Clone, Default)]
 pub struct Tensors {
-    lists: Vec<Vec<TensorInfo>>,
+    lists: Vec<(Names, Vec<TensorInfo>)>,
     /// The index of each list's first tensor.
     starts: Vec<usize>,
     /// For each block of `BLOCK` tensors, the list holding its first tensor: a lookup starts there.
@@ -120,10 +123,10 @@ const BLOCK: usize = 256;
 
 impl Tensors {
     /// One list per file, in file order.
-    pub fn new(lists: Vec<Vec<TensorInfo>>) -> Self {
+    pub fn new(lists: Vec<(Names, Vec<TensorInfo>)>) -> Self {
         let mut starts = Vec::with_capacity(lists.len());
         let mut len = 0;
-        for l in &lists {
+        for (_, l) in &lists {
             starts.push(len);
             len += l.len();
         }
@@ -143,6 +146,22 @@ impl Tensors {
         }
     }
 
+    /// One list of named shapes (names in one buffer; dtype and offsets left unset).
+    pub fn from_named<S: AsRef<str>>(named: impl IntoIterator<Item = (S, Shape)>) -> Self {
+        let mut names = Names::default();
+        let list = named
+            .into_iter()
+            .map(|(name, shape)| TensorInfo {
+                name_span: names.push(name.as_ref()),
+                dtype: crate::dtype::Dtype::F32,
+                shape,
+                begin: 0,
+                end: 0,
+            })
+            .collect();
+        Self::new(vec![(names, list)])
+    }
+
     /// Number of tensors.
     pub fn len(&self) -> usize {
         self.len
@@ -154,16 +173,39 @@ impl Tensors {
     }
 
     /// The tensors, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &TensorInfo> + Clone {
-        self.lists.iter().flatten()
+    pub fn iter(&self) -> impl Iterator<Item = Tensor<'_>> + Clone {
+        self.lists.iter().flat_map(|(names, l)| {
+            l.iter().map(move |info| Tensor {
+                name: names.get(info.name_span),
+                info,
+            })
+        })
     }
 
     /// `(file index, tensor)` for every tensor, in order.
-    pub fn with_files(&self) -> impl Iterator<Item = (usize, &TensorInfo)> {
-        self.lists
-            .iter()
-            .enumerate()
-            .flat_map(|(f, l)| l.iter().map(move |t| (f, t)))
+    pub fn with_files(&self) -> impl Iterator<Item = (usize, Tensor<'_>)> {
+        self.lists.iter().enumerate().flat_map(|(f, (names, l))| {
+            l.iter().map(move |info| {
+                (
+                    f,
+                    Tensor {
+                        name: names.get(info.name_span),
+                        info,
+                    },
+                )
+            })
+        })
+    }
+
+    /// Tensor `i`.
+    pub fn get(&self, i: usize) -> Tensor<'_> {
+        let f = self.file_of(i);
+        let (names, list) = &self.lists[f];
+        let info = &list[i - self.starts[f]];
+        Tensor {
+            name: names.get(info.name_span),
+            info,
+        }
     }
 
     /// The index (in `Scan::files`) of the file that holds tensor `i`.
@@ -179,24 +221,6 @@ impl Tensors {
     }
 }
 
-impl std::ops::Index<usize> for Tensors {
-    type Output = TensorInfo;
-
-    fn index(&self, i: usize) -> &TensorInfo {
-        let f = self.file_of(i);
-        &self.lists[f][i - self.starts[f]]
-    }
-}
-
-impl<'a> IntoIterator for &'a Tensors {
-    type Item = &'a TensorInfo;
-    type IntoIter = std::iter::Flatten<std::slice::Iter<'a, Vec<TensorInfo>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.lists.iter().flatten()
-    }
-}
-
 #[cfg(test)]
 mod tensors_tests {
     use super::*;
@@ -204,8 +228,8 @@ mod tensors_tests {
 
     #[test]
     fn one_index_over_the_files() {
-        let t = |name: String| TensorInfo {
-            name,
+        let t = |names: &mut Names, name: String| TensorInfo {
+            name_span: names.push(&name),
             dtype: Dtype::from_name("F32").unwrap(),
             shape: crate::header::Shape::new(),
             begin: 0,
@@ -213,16 +237,20 @@ mod tensors_tests {
         };
         // Empty lists, lists shorter and longer than a block.
         let sizes = [0, 3, 0, 0, 700, 1, 256, 0, 300];
-        let lists: Vec<Vec<TensorInfo>> = sizes
+        let lists: Vec<(Names, Vec<TensorInfo>)> = sizes
             .iter()
             .enumerate()
-            .map(|(f, &n)| (0..n).map(|i| t(format!("{f}.{i}"))).collect())
+            .map(|(f, &n)| {
+                let mut names = Names::default();
+                let list = (0..n).map(|i| t(&mut names, format!("{f}.{i}"))).collect();
+                (names, list)
+            })
             .collect();
         let tensors = Tensors::new(lists);
         assert_eq!(tensors.len(), sizes.iter().sum::<usize>());
         for (i, (f, x)) in tensors.with_files().enumerate() {
             assert_eq!(tensors.file_of(i), f);
-            assert_eq!(tensors[i].name, x.name);
+            assert_eq!(tensors.get(i).name, x.name);
             assert!(x.name.starts_with(&format!("{f}.")));
         }
         assert!(Tensors::new(Vec::new()).is_empty());
@@ -441,11 +469,7 @@ struct JsonKeys<'a> {
 
 impl Serialize for JsonKeys<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.ids
-                .iter()
-                .map(|&i| self.tensors[i as usize].name.as_str()),
-        )
+        s.collect_seq(self.ids.iter().map(|&i| self.tensors.get(i as usize).name))
     }
 }
 
@@ -774,16 +798,16 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
             data_bytes: h.data_bytes(),
             metadata: h.metadata.clone(),
         });
-        lists.push(h.tensors);
+        lists.push((h.names, h.tensors));
     }
     let tensors = Tensors::new(lists);
 
     let views: Vec<TensorView<'_>> = tensors
         .iter()
         .map(|t| TensorView {
-            name: &t.name,
+            name: t.name,
             dtype: t.dtype,
-            shape: &t.shape,
+            shape: &t.info.shape,
         })
         .collect();
     let mut inference = infer(
@@ -869,9 +893,9 @@ pub(crate) fn check_index(
                     && (
                         // Writers usually list a shard's names in the index's order (both sorted,
                         // or both in insertion order): then no set is needed.
-                        keys.iter().zip(&h.tensors).all(|(k, t)| *k == t.name) || {
+                        keys.iter().zip(h.iter()).all(|(k, t)| *k == t.name) || {
                             let mut names: foldhash::HashSet<&str> =
-                                h.tensors.iter().map(|t| t.name.as_str()).collect();
+                                h.iter().map(|t| t.name).collect();
                             keys.iter().all(|k| names.remove(k))
                         }
                     )
@@ -893,11 +917,11 @@ pub(crate) fn check_index(
     stored.reserve(total);
     let mut twice: Vec<(&str, u32, u32)> = Vec::new();
     for (i, h) in headers.iter().enumerate() {
-        for t in &h.tensors {
-            if let Some(&first) = stored.get(t.name.as_str()) {
-                twice.push((t.name.as_str(), first, i as u32));
+        for t in h.iter() {
+            if let Some(&first) = stored.get(t.name) {
+                twice.push((t.name, first, i as u32));
             } else {
-                stored.insert(t.name.as_str(), i as u32);
+                stored.insert(t.name, i as u32);
             }
         }
     }
@@ -979,7 +1003,7 @@ fn disjoint_by_hash(headers: &[Header]) -> bool {
             if h.name_hashes.len() == h.tensors.len() {
                 Vec::new()
             } else {
-                h.tensors.iter().map(|t| name_hash(&t.name)).collect()
+                h.iter().map(|t| name_hash(t.name)).collect()
             }
         })
         .collect();

@@ -82,7 +82,7 @@ pub fn run_batch(
         .par_iter()
         .map(|task| {
             let mut stats = stats_of(task)?;
-            stats.name.clone_from(&tensors[task.tensor].name);
+            tensors.get(task.tensor).name.clone_into(&mut stats.name);
             Ok((task.tensor, stats))
         })
         .collect()
@@ -244,7 +244,7 @@ pub fn summarize(scan: &Scan, stats: &[Option<TensorStats>]) -> DataReport {
     let mut report = DataReport::default();
     for (i, s) in stats.iter().enumerate() {
         let Some(s) = s else { continue };
-        report.bytes_read += scan.tensors[i].nbytes();
+        report.bytes_read += scan.tensors.get(i).nbytes();
         report.tensors_checked += usize::from(s.checked);
         if s.nan > 0 || s.inf > 0 {
             report.problems.push(Problem::new(
