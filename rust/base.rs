@@ -188,9 +188,13 @@ pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
 /// One expert's weight of a per-expert checkpoint: shape, quantized, full module path.
 type ExpertWeight<'a> = (&'a [u64], bool, &'a str);
 
-struct Weight<'a> {
-    shape: &'a [u64],
-    quantized: bool,
+/// What one file's weights give: plain targets, expert weights by grouped path, and quantized
+/// weights whose bits are unknown.
+#[derive(Default)]
+struct Partial<'a> {
+    targets: Vec<Target>,
+    experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'a>)>>,
+    unknown_bits: Vec<String>,
 }
 
 fn build_targets(
@@ -198,25 +202,11 @@ fn build_targets(
     quant: Option<&Quantization>,
     problems: &mut Vec<Problem>,
 ) -> Expected {
-    let mut weights: Vec<(&str, Weight<'_>)> = Vec::new();
     let mut scales: foldhash::HashSet<&str> = foldhash::HashSet::default();
     for h in headers {
         for t in h.iter() {
             if let Some(m) = t.name.strip_suffix(".scales") {
                 scales.insert(m);
-            }
-        }
-    }
-    for h in headers {
-        for t in h.iter() {
-            if let Some(m) = t.name.strip_suffix(".weight") {
-                weights.push((
-                    m,
-                    Weight {
-                        shape: &t.info.shape,
-                        quantized: scales.contains(m),
-                    },
-                ));
             }
         }
     }
@@ -227,7 +217,6 @@ fn build_targets(
             None => q.bits,
         }
     };
-    let mut unknown_bits = Vec::new();
     // Unpack the last axis of a quantized weight: packed 32-bit words x 32 / bits.
     let unpack =
         |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| -> Option<u64> {
@@ -242,52 +231,71 @@ fn build_targets(
                 }
             }
         };
-
-    let mut targets = Vec::new();
-    let mut experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'_>)>> =
-        foldhash::HashMap::default();
-    let mut scratch = String::new();
-    for (path, w) in &weights {
-        if w.shape.len() == 2 {
-            if let Some(e) = expert_split_into(path, &mut scratch) {
-                let group = if let Some(g) = experts.get_mut(scratch.as_str()) {
-                    g
-                } else {
-                    experts.entry(scratch.clone()).or_default()
-                };
-                group.push((e, (w.shape, w.quantized, path)));
+    // Each file's weights on their own (in parallel for big bases), then merged in file order.
+    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
+    let parallel = headers.len() > 1 && total >= crate::par::MIN_PARALLEL;
+    let parts = crate::par::map(headers, parallel, |h| {
+        let mut part = Partial::default();
+        let mut scratch = String::new();
+        for t in h.iter() {
+            let Some(path) = t.name.strip_suffix(".weight") else {
                 continue;
+            };
+            let shape = t.info.shape.as_slice();
+            let quantized = scales.contains(path);
+            if shape.len() == 2 {
+                if let Some(e) = expert_split_into(path, &mut scratch) {
+                    let group = if let Some(g) = part.experts.get_mut(scratch.as_str()) {
+                        g
+                    } else {
+                        part.experts.entry(scratch.clone()).or_default()
+                    };
+                    group.push((e, (shape, quantized, path)));
+                    continue;
+                }
+            }
+            match shape.len() {
+                2 => {
+                    let embedding = looks_like_embedding(path);
+                    let cols = unpack(path, shape[1], quantized, &mut part.unknown_bits);
+                    let (in_dims, out_dims) = if embedding {
+                        (Some(shape[0]), cols)
+                    } else {
+                        (cols, Some(shape[0]))
+                    };
+                    part.targets.push(Target {
+                        path: path.to_string(),
+                        kind: if embedding {
+                            Kind::Embedding
+                        } else {
+                            Kind::Linear
+                        },
+                        in_dims,
+                        out_dims,
+                        num_experts: None,
+                    });
+                }
+                3 => part.targets.push(Target {
+                    path: path.to_string(),
+                    kind: Kind::Switch,
+                    in_dims: unpack(path, shape[2], quantized, &mut part.unknown_bits),
+                    out_dims: Some(shape[1]),
+                    num_experts: Some(shape[0]),
+                }),
+                _ => {}
             }
         }
-        match w.shape.len() {
-            2 => {
-                let embedding = looks_like_embedding(path);
-                let cols = unpack(path, w.shape[1], w.quantized, &mut unknown_bits);
-                let (in_dims, out_dims) = if embedding {
-                    (Some(w.shape[0]), cols)
-                } else {
-                    (cols, Some(w.shape[0]))
-                };
-                targets.push(Target {
-                    path: (*path).to_string(),
-                    kind: if embedding {
-                        Kind::Embedding
-                    } else {
-                        Kind::Linear
-                    },
-                    in_dims,
-                    out_dims,
-                    num_experts: None,
-                });
-            }
-            3 => targets.push(Target {
-                path: (*path).to_string(),
-                kind: Kind::Switch,
-                in_dims: unpack(path, w.shape[2], w.quantized, &mut unknown_bits),
-                out_dims: Some(w.shape[1]),
-                num_experts: Some(w.shape[0]),
-            }),
-            _ => {}
+        part
+    });
+    let mut targets = Vec::new();
+    let mut unknown_bits = Vec::new();
+    let mut experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'_>)>> =
+        foldhash::HashMap::default();
+    for part in parts {
+        targets.extend(part.targets);
+        unknown_bits.extend(part.unknown_bits);
+        for (grouped, weights) in part.experts {
+            experts.entry(grouped).or_default().extend(weights);
         }
     }
     for (grouped, mut by_expert) in experts {

@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::base::{per_expert_path, stacked_path, Expected, Target};
@@ -633,14 +632,11 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         flipped_known: &flipped_known,
     };
     // Modules are independent: checked in parallel, findings merged in module order.
-    let findings: Vec<Findings<'_>> = if scan.tensors.len() >= crate::par::MIN_PARALLEL {
-        scan.modules
-            .par_iter()
-            .map(|m| check_module(&cx, m))
-            .collect()
-    } else {
-        scan.modules.iter().map(|m| check_module(&cx, m)).collect()
-    };
+    let findings: Vec<Findings<'_>> = crate::par::map(
+        &scan.modules,
+        scan.tensors.len() >= crate::par::MIN_PARALLEL,
+        |m| check_module(&cx, m),
+    );
     let mut covered: foldhash::HashSet<&str> = foldhash::HashSet::default();
     let mut unmatched: Vec<&Module> = Vec::new();
     for (m, f) in scan.modules.iter().zip(findings) {

@@ -7,10 +7,10 @@ use rayon::prelude::*;
 pub const MIN_PARALLEL: usize = 4096;
 
 /// `items.map(f).collect()`, on the pool when `parallel`.
-pub fn map<T: Sync, R: Send>(
-    items: &[T],
+pub fn map<'a, T: Sync, R: Send>(
+    items: &'a [T],
     parallel: bool,
-    f: impl Fn(&T) -> R + Sync + Send,
+    f: impl Fn(&'a T) -> R + Sync + Send,
 ) -> Vec<R> {
     if parallel {
         items.par_iter().map(f).collect()
