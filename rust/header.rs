@@ -172,7 +172,7 @@ pub struct Header {
     pub tensors: Vec<TensorInfo>,
     /// Their names.
     pub names: Names,
-    /// [`name_hash`] of every name, sorted, when the duplicate check needed them (empty when
+    /// [`name_hash`] of every name, when the duplicate check needed them (empty when
     /// the names were in order): other files' names are compared with them.
     pub(crate) name_hashes: Vec<u64>,
 }
@@ -725,7 +725,7 @@ pub(crate) fn name_hash(name: &str) -> u64 {
     STATE.hash_one(name)
 }
 
-/// Refuse a name listed twice. Returns the names' hashes, sorted, when they were needed.
+/// Refuse a name listed twice. Returns the names' hashes when they were needed.
 fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     // Writers usually list names in order: strictly increasing names cannot repeat.
     if header
@@ -735,9 +735,10 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     {
         return Ok(Vec::new());
     }
-    let mut hashes: Vec<u64> = header.iter().map(|t| name_hash(t.name)).collect();
-    hashes.sort_unstable();
-    if hashes.windows(2).all(|w| w[0] != w[1]) {
+    let hashes: Vec<u64> = header.iter().map(|t| name_hash(t.name)).collect();
+    let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
+    seen.reserve(hashes.len());
+    if hashes.iter().all(|&h| seen.insert(h)) {
         return Ok(hashes);
     }
     // A repeated name, or two names with one hash: settle it exactly.

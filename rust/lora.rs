@@ -431,6 +431,9 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
     let mut groups = Groups::default();
     let mut scratch = String::new();
     let mut non_adapter = Vec::new();
+    // The previous tensor's module path (as classified), whether it was read as PEFT, its group
+    // and expert: a module's factors are usually side by side, and then share all of these.
+    let mut previous: Option<(&str, bool, usize, Option<u64>)> = None;
     for (i, t) in tensors.iter().enumerate() {
         let i = offset + i;
         let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
@@ -441,19 +444,31 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
             non_adapter.push(i);
             continue;
         };
-        let mut key: &str = path;
-        if family.is_peft() {
-            if let Some(e) = expert_split_into(path, &mut scratch) {
-                key = &scratch;
-                slot = Slot::Expert(e);
+        let peft = family.is_peft();
+        let (index, expert) = match previous {
+            Some((p, was_peft, index, expert)) if p == path && was_peft == peft => (index, expert),
+            _ => {
+                let mut key: &str = path;
+                let mut expert = None;
+                if peft {
+                    if let Some(e) = expert_split_into(path, &mut scratch) {
+                        key = &scratch;
+                        expert = Some(e);
+                    }
+                }
+                // Look up by &str first: a String is allocated only for a new module.
+                let index = match groups.get_index_of(key) {
+                    Some(index) => index,
+                    None => groups.insert_full(key.to_string(), Acc::default()).0,
+                };
+                (index, expert)
             }
-        }
-        // Look up by &str first: a String is allocated only for a new module.
-        let acc = if let Some(acc) = groups.get_mut(key) {
-            acc
-        } else {
-            groups.entry(key.to_string()).or_default()
         };
+        previous = Some((path, peft, index, expert));
+        if let Some(e) = expert {
+            slot = Slot::Expert(e);
+        }
+        let acc = &mut groups[index];
         acc.members.push((family, leaf, slot, i));
         acc.peft_prefixed |= prefixed;
     }
