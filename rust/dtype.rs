@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-/// One safetensors dtype: its exact, case-sensitive name and its size in bits per element.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct Dtype(&'static str);
+/// One safetensors dtype: its exact, case-sensitive name and its size in bits per element (a
+/// position in [`DTYPES`]: one byte in every tensor entry, and the size without a lookup).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dtype(u8);
 
 /// Every dtype the safetensors format defines, with its bits per element.
 pub const DTYPES: &[(&str, u64)] = &[
@@ -36,40 +36,63 @@ pub const DTYPES: &[(&str, u64)] = &[
 
 impl Dtype {
     /// 32-bit float.
-    pub const F32: Dtype = Dtype("F32");
+    pub const F32: Dtype = Dtype(17);
 
     /// Look a dtype up by its exact name.
     pub fn from_name(name: &str) -> Option<Self> {
         // The common ones first, without scanning the table.
         match name {
-            "F32" => return Some(Dtype(DTYPES[17].0)),
-            "BF16" => return Some(Dtype(DTYPES[14].0)),
-            "F16" => return Some(Dtype(DTYPES[13].0)),
+            "F32" => return Some(Self::F32),
+            "BF16" => return Some(Dtype(14)),
+            "F16" => return Some(Dtype(13)),
             _ => {}
         }
         DTYPES
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(n, _)| Dtype(n))
+            .position(|(n, _)| *n == name)
+            .and_then(|i| u8::try_from(i).ok())
+            .map(Dtype)
     }
 
     /// The dtype's name as safetensors writes it.
     pub fn name(self) -> &'static str {
-        self.0
+        DTYPES[usize::from(self.0)].0
     }
 
     /// Bits per element.
     pub fn bits(self) -> u64 {
-        DTYPES
-            .iter()
-            .find(|(n, _)| *n == self.0)
-            .map_or(0, |(_, b)| *b)
+        DTYPES[usize::from(self.0)].1
+    }
+}
+
+/// By name, as safetensors sorts them.
+impl Ord for Dtype {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.name().cmp(other.name())
+    }
+}
+
+impl PartialOrd for Dtype {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for Dtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dtype({:?})", self.name())
     }
 }
 
 impl std::fmt::Display for Dtype {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for Dtype {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
     }
 }
 
@@ -85,6 +108,10 @@ mod tests {
             assert_eq!(d.bits(), *bits);
         }
         assert_eq!(DTYPES.len(), 22);
+        assert_eq!(Dtype::F32.name(), "F32");
+        assert_eq!(Dtype::from_name("BF16").unwrap().name(), "BF16");
+        assert_eq!(Dtype::from_name("F16").unwrap().name(), "F16");
+        assert!(Dtype::from_name("BF16") < Dtype::from_name("F16"));
     }
 
     #[test]
