@@ -144,19 +144,37 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub(crate) fn uint(&mut self) -> Option<u64> {
         self.ws();
-        let first = self.peek()?;
-        if !first.is_ascii_digit() {
-            return None;
-        }
-        self.pos += 1;
-        let mut value = u64::from(first - b'0');
-        while let Some(b) = self.peek().filter(u8::is_ascii_digit) {
-            if value == 0 {
+        let bytes = self.bytes;
+        let mut pos = self.pos;
+        let digit = |pos: usize| {
+            bytes
+                .get(pos)
+                .map(|b| b.wrapping_sub(b'0'))
+                .filter(|&d| d <= 9)
+        };
+        let mut value = u64::from(digit(pos)?);
+        pos += 1;
+        if value == 0 {
+            if digit(pos).is_some() {
                 return None; // leading zero
             }
-            value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-            self.pos += 1;
+        } else {
+            // Nineteen digits cannot overflow 64 bits: no checks until then.
+            let end = pos + 18;
+            while pos < end {
+                let Some(d) = digit(pos) else { break };
+                value = value * 10 + u64::from(d);
+                pos += 1;
+            }
+            if let Some(d) = digit(pos) {
+                value = value.checked_mul(10)?.checked_add(u64::from(d))?;
+                pos += 1;
+                if digit(pos).is_some() {
+                    return None; // more than 20 digits
+                }
+            }
         }
+        self.pos = pos;
         // A fraction or exponent makes it a float: the full parser reports it.
         (!matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(value)
     }
