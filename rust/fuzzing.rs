@@ -39,9 +39,19 @@ pub fn header(data: &[u8]) {
     }
 }
 
-/// Any bytes as a shard index, and every shard name it yields through folder confinement.
+/// Any bytes as a shard index, and every shard name it yields through folder confinement; the
+/// fast index path agrees with the full parser.
 pub fn index(data: &[u8]) {
     let path = Path::new("i.json");
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(fast) = crate::index::parse_fast(text) {
+            assert_eq!(
+                Some(fast),
+                crate::index::parse_full(path, text).ok(),
+                "the fast index path disagrees with the full parser"
+            );
+        }
+    }
     if let Ok(index) = crate::index::parse_index(path, data) {
         let _ = index.check_unique(path);
         for name in index.shard_names() {

@@ -27,7 +27,7 @@ pub struct ShardIndex {
 /// escapes or lies beyond 4 GiB, a string of `escaped` (`(i, ESCAPED)`). Twelve bytes an entry
 /// with the shard: indexes of a million tensors are common.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct KeySpan(u32, u32);
+pub(crate) struct KeySpan(u32, u32);
 
 const ESCAPED: u32 = u32::MAX;
 
@@ -135,7 +135,7 @@ fn parse_index_owned(path: &Path, bytes: Vec<u8>) -> Result<ShardIndex> {
 }
 
 /// The full parser: any JSON, errors with their position.
-fn parse_full(path: &Path, text: &str) -> Result<Parsed> {
+pub(crate) fn parse_full(path: &Path, text: &str) -> Result<Parsed> {
     let base = text.as_ptr() as usize;
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = (&mut de)
@@ -158,7 +158,7 @@ fn parse_full(path: &Path, text: &str) -> Result<Parsed> {
 /// {tensor: shard, ...}}` in either order, no escapes, nothing else. Gives up (`None`) on
 /// anything other, and the full parser decides; for what it accepts, it gives the full parser's
 /// result (a property test checks this).
-fn parse_fast(text: &str) -> Option<Parsed> {
+pub(crate) fn parse_fast(text: &str) -> Option<Parsed> {
     if u32::try_from(text.len()).is_err() {
         return None;
     }
@@ -276,7 +276,7 @@ struct IndexVisitor {
 }
 
 /// Shard names, `(tensor, shard id)` pairs, escaped names, and `total_size`.
-type Parsed = (Vec<String>, Vec<(KeySpan, u32)>, Vec<String>, Option<u64>);
+pub(crate) type Parsed = (Vec<String>, Vec<(KeySpan, u32)>, Vec<String>, Option<u64>);
 
 impl<'de> Visitor<'de> for IndexVisitor {
     type Value = Option<Parsed>;
