@@ -183,7 +183,7 @@ def main() -> int:
         "--data", default=None, help="where to write the sparse adapters (default: temp)"
     )
     args = ap.parse_args()
-    runs = 3 if args.quick else 9
+    runs = 3 if args.quick else 15
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_ctx = (
