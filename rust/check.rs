@@ -12,7 +12,7 @@ use crate::base::{per_expert_path, stacked_path, Expected, Target};
 use crate::config::{AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::Result;
 use crate::header::Shape;
-use crate::lora::{classify, expert_index, Family, Kind, Leaf, Module, Slot, Variant, PEFT_PREFIX};
+use crate::lora::{Family, Kind, Leaf, Module, Place, Slot, Variant, PEFT_PREFIX};
 use crate::problem::{Problem, Severity};
 use crate::scan::{key_covers, layer_split, Scan};
 
@@ -495,18 +495,10 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let mut experts_seen: Vec<u64> = Vec::new();
     // (slot, leaf, key) of every factor, to find half pairs afterwards.
     let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
-    for &id in &m.tensor_ids {
+    // What each tensor is, as inference read its name: no name is read again unless reported.
+    for (&id, &Place { family, leaf, slot }) in m.tensor_ids.iter().zip(&m.places) {
         let tensor = cx.scan.tensors.get(id as usize);
         let key = tensor.name;
-        let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
-        let Some((module_path, family, leaf, mut slot)) = classify(name) else {
-            continue;
-        };
-        if family.is_peft() {
-            if let Some(e) = expert_index(module_path) {
-                slot = Slot::Expert(e);
-            }
-        }
         factors.push((slot, leaf, key));
         let saved = tensor.shape.as_slice();
         if let Slot::Expert(e) = slot {

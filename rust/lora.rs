@@ -134,6 +134,17 @@ pub struct Module {
     /// The indices, in the scan's tensor list, of the tensors that make up the module, in
     /// natural order (by list or expert index, then A, B, magnitude).
     pub tensor_ids: Vec<u32>,
+    /// What each of those tensors is (beside `tensor_ids`), as inference read its name: `check`
+    /// then needs no name but those it reports.
+    pub(crate) places: Vec<Place>,
+}
+
+/// A factor's family, leaf and slot, as its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Place {
+    pub(crate) family: Family,
+    pub(crate) leaf: Leaf,
+    pub(crate) slot: Slot,
 }
 
 /// The result of grouping.
@@ -277,11 +288,6 @@ fn find_expert(path: &str) -> Option<(usize, usize, usize, u64)> {
         from = start + 1;
     }
     None
-}
-
-/// The expert index of `prefix.experts.<e>.rest`, without building the grouped path.
-pub(crate) fn expert_index(path: &str) -> Option<u64> {
-    find_expert(path).map(|(_, _, _, e)| e)
 }
 
 /// As [`expert_split`], writing the grouped path into `out` (reused across calls).
@@ -522,11 +528,17 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
         ));
     }
     // Natural order without comparing strings: by list/expert index, then A, B, magnitude.
-    let mut order: Vec<(Slot, Leaf, usize)> = acc.members.iter().map(|m| (m.2, m.1, m.3)).collect();
-    order.sort_unstable();
+    let mut order: Vec<(Slot, Leaf, usize, Family)> =
+        acc.members.iter().map(|m| (m.2, m.1, m.3, m.0)).collect();
+    order.sort_unstable_by_key(|m| (m.0, m.1, m.2));
     let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
+    let places = order
+        .iter()
+        .map(|&(slot, leaf, _, family)| Place { family, leaf, slot })
+        .collect();
     let (mut module, mut problems) = analyze(path, family, acc, tensors, opts);
     module.tensor_ids = ids;
+    module.places = places;
     if let Some(p) = mixed {
         problems.insert(0, p);
     }
@@ -731,6 +743,7 @@ fn analyze(
             num_experts: dims.num_experts,
             dtype,
             tensor_ids: Vec::new(),
+            places: Vec::new(),
         },
         d.problems,
     )

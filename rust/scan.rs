@@ -371,6 +371,7 @@ impl Scan {
                     count: 1,
                     module: Module {
                         tensor_ids: Vec::new(),
+                        places: Vec::new(),
                         ..m.clone()
                     },
                 });
