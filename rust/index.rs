@@ -31,6 +31,46 @@ pub(crate) struct KeySpan(u32, u32);
 
 const ESCAPED: u32 = u32::MAX;
 
+impl KeySpan {
+    /// The span of `key`, a slice of the text that starts at address `base`; `None` when it lies
+    /// beyond 4 GiB (or is as long as `ESCAPED`).
+    fn in_text(key: &str, base: usize) -> Option<Self> {
+        let start = u32::try_from(key.as_ptr() as usize - base).ok()?;
+        let len = u32::try_from(key.len()).ok().filter(|&n| n != ESCAPED)?;
+        Some(KeySpan(start, len))
+    }
+}
+
+/// Shard names, interned: they repeat for every tensor, and consecutive entries usually name
+/// the same one.
+#[derive(Default)]
+struct ShardIds {
+    shards: Vec<String>,
+    ids: foldhash::HashMap<String, u32>,
+    last: u32,
+}
+
+impl ShardIds {
+    /// The id of `shard` (`None`: more than 2^32 shards).
+    fn id(&mut self, shard: &str) -> Option<u32> {
+        if self
+            .shards
+            .get(self.last as usize)
+            .is_none_or(|s| s != shard)
+        {
+            self.last = if let Some(&i) = self.ids.get(shard) {
+                i
+            } else {
+                let i = u32::try_from(self.shards.len()).ok()?;
+                self.shards.push(shard.to_string());
+                self.ids.insert(shard.to_string(), i);
+                i
+            };
+        }
+        Some(self.last)
+    }
+}
+
 impl ShardIndex {
     /// The distinct shard names, in order of first appearance.
     pub fn shard_names(&self) -> &[String] {
@@ -240,33 +280,21 @@ type WeightMap = (Vec<String>, Vec<(KeySpan, u32)>);
 /// The weight map: names as spans of the text, shard names interned.
 fn weight_map_fast(c: &mut crate::header_fast::Cursor<'_>, base: usize) -> Option<WeightMap> {
     c.eat(b'{')?;
-    let mut shards: Vec<String> = Vec::new();
-    let mut ids: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+    let mut shards = ShardIds::default();
     let mut entries = Vec::new();
     c.ws();
     if c.peek()? == b'}' {
         c.pos += 1;
-        return Some((shards, entries));
+        return Some((shards.shards, entries));
     }
-    let mut last = 0u32;
     loop {
         let key = c.string()?;
         c.eat(b':')?;
-        let shard = c.string()?;
-        // Consecutive names are mostly in one shard.
-        if shards.get(last as usize).is_none_or(|s| s != shard) {
-            let next = u32::try_from(shards.len()).ok()?;
-            last = *ids.entry(shard).or_insert_with(|| {
-                shards.push(shard.to_string());
-                next
-            });
-        }
-        // Both fit: the text is shorter than 4 GiB, and `ESCAPED` is longer than any name in it.
-        let start = u32::try_from(key.as_ptr() as usize - base).ok()?;
-        let len = u32::try_from(key.len()).ok().filter(|&n| n != ESCAPED)?;
-        entries.push((KeySpan(start, len), last));
+        let id = shards.id(c.string()?)?;
+        // The text is shorter than 4 GiB, so every span fits.
+        entries.push((KeySpan::in_text(key, base)?, id));
         if c.comma_or(b'}')? {
-            return Some((shards, entries));
+            return Some((shards.shards, entries));
         }
     }
 }
@@ -338,21 +366,16 @@ impl<'de> Visitor<'de> for WeightMapSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // Shard names repeat for every tensor: intern them (consecutive entries usually share one).
-        let mut shards: Vec<String> = Vec::new();
-        let mut ids: foldhash::HashMap<String, u32> = foldhash::HashMap::default();
+        let mut shards = ShardIds::default();
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(0));
-        let mut last: Option<u32> = None;
         let mut escaped = Vec::new();
         while let Some(CowStr(k)) = map.next_key::<CowStr<'de>>()? {
             let text_span = match &k {
-                std::borrow::Cow::Borrowed(s) => u32::try_from(s.as_ptr() as usize - self.base)
-                    .ok()
-                    .zip(u32::try_from(s.len()).ok().filter(|&n| n != ESCAPED)),
+                std::borrow::Cow::Borrowed(s) => KeySpan::in_text(s, self.base),
                 std::borrow::Cow::Owned(_) => None,
             };
-            let span = if let Some((start, len)) = text_span {
-                KeySpan(start, len)
+            let span = if let Some(span) = text_span {
+                span
             } else {
                 let i = u32::try_from(escaped.len())
                     .ok()
@@ -361,25 +384,13 @@ impl<'de> Visitor<'de> for WeightMapSeed {
                 escaped.push(k.into_owned());
                 KeySpan(i, ESCAPED)
             };
-            let v: std::borrow::Cow<'de, str> = map.next_value::<CowStr<'de>>()?.0;
-            let id = match last {
-                Some(i) if shards[i as usize] == v.as_ref() => i,
-                _ => {
-                    if let Some(&i) = ids.get(v.as_ref()) {
-                        i
-                    } else {
-                        let i = u32::try_from(shards.len())
-                            .map_err(|_| de::Error::custom("too many shards"))?;
-                        shards.push(v.to_string());
-                        ids.insert(v.into_owned(), i);
-                        i
-                    }
-                }
-            };
-            last = Some(id);
+            let v = map.next_value::<CowStr<'de>>()?.0;
+            let id = shards
+                .id(&v)
+                .ok_or_else(|| de::Error::custom("too many shards"))?;
             out.push((span, id));
         }
-        Ok((shards, out, escaped))
+        Ok((shards.shards, out, escaped))
     }
 }
 

@@ -331,10 +331,20 @@ pub fn segments(path: &str) -> Vec<Segment<'_>> {
 }
 
 fn segment(p: &str) -> Segment<'_> {
-    match p.parse::<u64>() {
-        Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Segment::Num(n, p),
-        _ => Segment::Name(p),
+    match number(p.as_bytes()) {
+        Some(n) => Segment::Num(n, p),
+        None => Segment::Name(p),
     }
+}
+
+/// A component that is a number: digits only, fitting in 64 bits.
+fn number(part: &[u8]) -> Option<u64> {
+    if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    part.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Compare dotted paths with numeric components compared as numbers (`layers.2` < `layers.10`).
@@ -396,15 +406,7 @@ pub fn sort_natural<T>(items: &mut Vec<T>, path: impl Fn(&T) -> &str) {
 /// ended by a NUL.
 fn natural_key(path: &str, out: &mut Vec<u8>) {
     for part in path.as_bytes().split(|&b| b == b'.') {
-        // A number exactly when `segment` sees one: digits only, fitting in 64 bits.
-        let number = if !part.is_empty() && part.iter().all(u8::is_ascii_digit) {
-            part.iter().try_fold(0u64, |n, &d| {
-                n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            })
-        } else {
-            None
-        };
-        if let Some(n) = number {
+        if let Some(n) = number(part) {
             out.push(1);
             out.extend_from_slice(&n.to_be_bytes());
         } else {
