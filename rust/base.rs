@@ -195,7 +195,14 @@ struct Partial<'a> {
     targets: Vec<Target>,
     experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'a>)>>,
     unknown_bits: Vec<String>,
+    /// Stacked expert weights with more than [`MAX_EXPERTS`] experts: (path, count).
+    implausible: Vec<(&'a str, u64)>,
 }
+
+/// The most experts one module may have (models have up to a few hundred). An expert count comes
+/// from a shape or a name, and a check lists every expert's names, so a base claiming more is
+/// reported instead of used.
+pub const MAX_EXPERTS: u64 = 1 << 20;
 
 fn build_targets(
     headers: &[Header],
@@ -224,7 +231,7 @@ fn build_targets(
                 return Some(cols);
             }
             match bits_for(path) {
-                Some(b) if b > 0 => Some(cols * 32 / b),
+                Some(b) if b > 0 => Some(cols.saturating_mul(32) / b),
                 _ => {
                     unknown.push(path.to_string());
                     None
@@ -275,6 +282,7 @@ fn build_targets(
                         num_experts: None,
                     });
                 }
+                3 if shape[0] > MAX_EXPERTS => part.implausible.push((path, shape[0])),
                 3 => part.targets.push(Target {
                     path: path.to_string(),
                     kind: Kind::Switch,
@@ -289,11 +297,17 @@ fn build_targets(
     });
     let mut targets = Vec::new();
     let mut unknown_bits = Vec::new();
+    let mut implausible: Vec<(String, u64)> = Vec::new();
     let mut experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'_>)>> =
         foldhash::HashMap::default();
     for part in parts {
         targets.extend(part.targets);
         unknown_bits.extend(part.unknown_bits);
+        implausible.extend(
+            part.implausible
+                .into_iter()
+                .map(|(p, n)| (p.to_string(), n)),
+        );
         for (grouped, weights) in part.experts {
             experts.entry(grouped).or_default().extend(weights);
         }
@@ -301,10 +315,14 @@ fn build_targets(
     for (grouped, mut by_expert) in experts {
         by_expert.sort_unstable_by_key(|(e, _)| *e);
         by_expert.dedup_by_key(|(e, _)| *e);
-        let count = by_expert.last().map_or(0, |(e, _)| e + 1);
+        let count = by_expert.last().map_or(0, |(e, _)| e.saturating_add(1));
         let Some(&(_, (shape, quantized, first))) = by_expert.first() else {
             continue;
         };
+        if count > MAX_EXPERTS {
+            implausible.push((grouped, count));
+            continue;
+        }
         if by_expert.len() as u64 != count || by_expert.iter().any(|(_, (s, _, _))| *s != shape) {
             problems.push(Problem::new(
                 "base_experts_inconsistent",
@@ -339,6 +357,18 @@ fn build_targets(
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+        ));
+    }
+    sort_natural(&mut implausible, |x| x.0.as_str());
+    for (path, count) in implausible {
+        problems.push(Problem::new(
+            "base_experts_implausible",
+            Severity::Error,
+            Some(path.as_str()),
+            format!(
+                "the base gives this module {count} experts, over the limit of {MAX_EXPERTS}: \
+                 it is left out of the check"
             ),
         ));
     }

@@ -108,7 +108,7 @@ fn expected_shape(
     Some(match (family, leaf) {
         (Family::Mlx | Family::MlxVlmLegacy, Leaf::A) if switch => {
             if layout == "mlx_switch_legacy" {
-                smallvec::smallvec![e * r, i]
+                smallvec::smallvec![e.saturating_mul(r), i]
             } else {
                 smallvec::smallvec![e, r, i]
             }
@@ -405,13 +405,13 @@ fn check_fused(
         ));
         return;
     };
-    let out = o * targets.len() as u64;
+    let out = o.saturating_mul(targets.len() as u64);
     for &id in &m.tensor_ids {
         let tensor = scan.tensors.get(id as usize);
         let want = if tensor.name.ends_with(".lora_A.weight") {
-            vec![e * r, i]
+            vec![e.saturating_mul(r), i]
         } else if tensor.name.ends_with(".lora_B.weight") {
-            vec![out, r * e]
+            vec![out, r.saturating_mul(e)]
         } else {
             continue;
         };

@@ -7,7 +7,6 @@
 //! linear, embedding, DoRA magnitude, per-expert keys and `target_parameters` wrappers.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
 
 use serde::Serialize;
 
@@ -538,7 +537,7 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
         .iter()
         .map(|&(slot, leaf, _, family)| Place { family, leaf, slot })
         .collect();
-    let (mut module, mut problems) = analyze(path, family, acc, tensors, opts);
+    let (mut module, mut problems) = analyze(path, family, &order, tensors, opts);
     module.tensor_ids = ids;
     module.places = places;
     if let Some(p) = mixed {
@@ -652,10 +651,12 @@ pub(crate) fn shape_str(s: &[u64]) -> String {
 /// One leaf's factors of a module: (slot, tensor index), sorted.
 type Picked = smallvec::SmallVec<[(Slot, usize); 2]>;
 
+/// `order`: the module's factors as (slot, leaf, tensor index, family), sorted by slot, leaf and
+/// index.
 fn analyze(
     path: &str,
     family: Family,
-    acc: &Acc,
+    order: &[(Slot, Leaf, usize, Family)],
     tensors: &[TensorView<'_>],
     opts: InferOptions,
 ) -> (Module, Vec<Problem>) {
@@ -663,24 +664,25 @@ fn analyze(
         path,
         problems: Vec::new(),
     };
+    // Sorted by (slot, index), as `order` is.
     let pick = |leaf: Leaf| -> Picked {
-        let mut v: Picked = acc
-            .members
+        order
             .iter()
             .filter(|m| m.1 == leaf)
-            .map(|m| (m.2, m.3))
-            .collect();
-        v.sort_unstable();
-        v
+            .map(|m| (m.0, m.2))
+            .collect()
     };
     let a = pick(Leaf::A);
     let b = pick(Leaf::B);
     let m = pick(Leaf::M);
 
-    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> =
-        acc.members.iter().map(|x| tensors[x.3].dtype).collect();
-    dtypes.sort_unstable();
-    dtypes.dedup();
+    let first = order.first().map(|x| tensors[x.2].dtype);
+    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> = first.into_iter().collect();
+    if order.iter().any(|x| Some(tensors[x.2].dtype) != first) {
+        dtypes = order.iter().map(|x| tensors[x.2].dtype).collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+    }
     let dtype = if dtypes.len() == 1 {
         dtypes[0].name()
     } else {
@@ -1081,45 +1083,43 @@ fn per_expert(
         num_experts: None,
         layout: "peft_per_expert",
     };
-    let mut experts: BTreeMap<u64, (Option<usize>, Option<usize>)> = BTreeMap::new();
-    for (slot, i) in a {
-        if let Slot::Expert(e) = slot {
-            experts.entry(*e).or_default().0 = Some(*i);
-        }
-    }
-    for (slot, i) in b {
-        if let Slot::Expert(e) = slot {
-            experts.entry(*e).or_default().1 = Some(*i);
-        }
-    }
+    let experts = join_experts(a, b);
     if !m.is_empty() {
         d.error(
             "dora_on_switch",
             "DoRA magnitudes on per-expert modules cannot be stacked into a switch layer".into(),
         );
     }
-    let count = experts.keys().next_back().map_or(0, |e| e + 1);
+    let count = experts.last().map_or(0, |x| x.0.saturating_add(1));
     dims.num_experts = Some(count);
-    let missing: Vec<u64> = (0..count).filter(|e| !experts.contains_key(e)).collect();
+    // Gaps as ranges: an expert index can be any number, so they are never listed one by one.
+    let mut missing: Vec<(u64, u64)> = Vec::new();
+    let mut next = 0;
+    for &(e, _, _) in &experts {
+        if e > next {
+            missing.push((next, e - 1));
+        }
+        next = e.saturating_add(1);
+    }
     if !missing.is_empty() {
+        let n: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
         d.error(
             "missing_experts",
             format!(
-                "{} of {count} experts have no factors: {}",
-                missing.len(),
-                compress_ranges(&missing)
+                "{n} of {count} experts have no factors: {}",
+                ranges_str(&missing)
             ),
         );
     }
     let mut seen: Option<(Option<u64>, u64, u64)> = None;
     let mut disagree = Vec::new();
     let mut half = Vec::new();
-    for (e, (ia, ib)) in &experts {
+    for &(e, ia, ib) in &experts {
         let (Some(ia), Some(ib)) = (ia, ib) else {
-            half.push(*e);
+            half.push(e);
             continue;
         };
-        let (sa, sb) = (tensors[*ia].shape, tensors[*ib].shape);
+        let (sa, sb) = (tensors[ia].shape, tensors[ib].shape);
         if sa.len() != 2 || sb.len() != 2 {
             d.error(
                 "bad_factor_shape",
@@ -1141,7 +1141,7 @@ fn per_expert(
                 d.problems.extend(sub.problems);
                 seen = Some(got);
             }
-            Some(first) if *first != got => disagree.push(*e),
+            Some(first) if *first != got => disagree.push(e),
             Some(_) => {}
         }
     }
@@ -1171,26 +1171,75 @@ fn per_expert(
     dims
 }
 
-/// `[0,1,2,5,7,8]` -> `0-2, 5, 7-8`.
-pub fn compress_ranges(values: &[u64]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < values.len() {
-        let start = values[i];
-        let mut end = start;
-        while i + 1 < values.len() && values[i + 1] == end + 1 {
-            i += 1;
-            end = values[i];
+/// The experts of a module's A and B factors (each sorted by slot, then tensor index), in expert
+/// order: (expert, its A, its B). Of two factors for one expert and leaf, the later tensor counts.
+fn join_experts(
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+) -> Vec<(u64, Option<usize>, Option<usize>)> {
+    let experts = |v: &[(Slot, usize)]| -> Vec<(u64, usize)> {
+        let mut out: Vec<(u64, usize)> = Vec::with_capacity(v.len());
+        for &(slot, i) in v {
+            if let Slot::Expert(e) = slot {
+                match out.last_mut() {
+                    Some(last) if last.0 == e => last.1 = i,
+                    _ => out.push((e, i)),
+                }
+            }
         }
-        parts.push(if start == end {
-            start.to_string()
-        } else {
-            format!("{start}-{end}")
-        });
-        i += 1;
+        out
+    };
+    let (a, b) = (experts(a), experts(b));
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let ea = a.get(i).map_or(u64::MAX, |x| x.0);
+        let eb = b.get(j).map_or(u64::MAX, |x| x.0);
+        let (fa, fb) = (i < a.len() && ea <= eb, j < b.len() && eb <= ea);
+        let e = if fa { ea } else { eb };
+        out.push((e, fa.then(|| a[i].1), fb.then(|| b[j].1)));
+        i += usize::from(fa);
+        j += usize::from(fb);
+    }
+    out
+}
+
+/// `[0,1,2,5,7,8]` -> `0-2, 5, 7-8` (sorted values; see [`ranges_str`] for long lists).
+pub fn compress_ranges(values: &[u64]) -> String {
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for &v in values {
+        match ranges.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(v) => last.1 = v,
+            _ => ranges.push((v, v)),
+        }
+    }
+    ranges_str(&ranges)
+}
+
+/// Inclusive ranges as `0-2, 5, 7-8`; past [`MAX_LISTED_RANGES`], the rest is counted.
+pub fn ranges_str(ranges: &[(u64, u64)]) -> String {
+    let mut parts: Vec<String> = ranges
+        .iter()
+        .take(MAX_LISTED_RANGES)
+        .map(|&(start, end)| {
+            if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            }
+        })
+        .collect();
+    if ranges.len() > MAX_LISTED_RANGES {
+        parts.push(format!(
+            "and {} more ranges",
+            ranges.len() - MAX_LISTED_RANGES
+        ));
     }
     parts.join(", ")
 }
+
+/// How many ranges a message lists.
+pub const MAX_LISTED_RANGES: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -1337,6 +1386,67 @@ mod tests {
         assert_eq!(codes(&inf), vec!["bad_factor_shape"]);
         // A lone `m` is not an adapter tensor.
         assert_eq!(inf.non_adapter.len(), 1);
+    }
+
+    #[test]
+    fn experts_join_in_order_with_gaps_and_one_sided_entries() {
+        let e = |x: u64, i: usize| (Slot::Expert(x), i);
+        // A's factors for expert 2 twice (the later tensor counts); B lacks expert 0, has 5.
+        let a = [(Slot::Single, 9), e(0, 1), e(2, 3), e(2, 4), e(3, 6)];
+        let b = [e(2, 7), e(3, 8), e(5, 2)];
+        assert_eq!(
+            join_experts(&a, &b),
+            vec![
+                (0, Some(1), None),
+                (2, Some(4), Some(7)),
+                (3, Some(6), Some(8)),
+                (5, None, Some(2)),
+            ]
+        );
+        assert!(join_experts(&[], &[]).is_empty());
+        let top = [e(u64::MAX, 0)];
+        assert_eq!(join_experts(&top, &top), vec![(u64::MAX, Some(0), Some(0))]);
+    }
+
+    #[test]
+    fn a_huge_expert_index_is_reported_as_ranges_without_listing_them() {
+        let name = |e: u64, l: &str| {
+            format!("base_model.model.model.layers.0.mlp.experts.{e}.down_proj.lora_{l}.weight")
+        };
+        let mut spec: Vec<(String, &str, Vec<u64>)> = Vec::new();
+        for e in [0u64, 7, 1_000_000_000_000, u64::MAX] {
+            spec.push((name(e, "A"), "F32", vec![4, 16]));
+            spec.push((name(e, "B"), "F32", vec![8, 4]));
+        }
+        let spec: Vec<(&str, &str, &[u64])> = spec
+            .iter()
+            .map(|(n, d, s)| (n.as_str(), *d, s.as_slice()))
+            .collect();
+        let inf = run(&spec);
+        let m = &inf.modules[0];
+        assert_eq!(m.num_experts, Some(u64::MAX));
+        assert_eq!(codes(&inf), vec!["missing_experts"]);
+        let gaps = u64::MAX - 3; // 2^64 indices, 4 present
+        assert_eq!(
+            inf.problems[0].message,
+            format!(
+                "{gaps} of {} experts have no factors: 1-6, 8-999999999999, 1000000000001-{}",
+                u64::MAX,
+                u64::MAX - 1
+            )
+        );
+    }
+
+    #[test]
+    fn long_range_lists_are_cut() {
+        let values: Vec<u64> = (0..200).map(|x| x * 2).collect();
+        let text = compress_ranges(&values);
+        assert!(text.starts_with("0, 2, 4, "));
+        assert!(text.ends_with(", 126, and 136 more ranges"), "{text}");
+        assert_eq!(
+            compress_ranges(&[u64::MAX - 1, u64::MAX]),
+            format!("{}-{}", u64::MAX - 1, u64::MAX)
+        );
     }
 
     #[test]

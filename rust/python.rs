@@ -579,6 +579,12 @@ impl PyExpected {
         let mut rows = targets
             .into_iter()
             .map(|(path, kind, in_dims, out_dims, num_experts)| {
+                if let Some(n) = num_experts.filter(|&n| n > crate::base::MAX_EXPERTS) {
+                    return Err(PyValueError::new_err(format!(
+                        "{path}: {n} experts, over the limit of {}",
+                        crate::base::MAX_EXPERTS
+                    )));
+                }
                 Ok(Target {
                     path,
                     kind: kind_from_name(&kind)?,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import adapterscan
 from producers import peft_dense, save_numpy
@@ -119,3 +122,68 @@ def test_expert_count_of_mlx_switch_adapter_vs_base(tmp_path: Path) -> None:
         ("model.layers.0.mlp.switch_mlp.up_proj.lora_a", (8, 4, HIDDEN), (EXPERTS, 4, HIDDEN)),
         ("model.layers.0.mlp.switch_mlp.up_proj.lora_b", (8, INTER, 4), (EXPERTS, INTER, 4)),
     ]
+
+
+def run_bounded(code: str, *args: str) -> str:
+    """Run ``code`` in a fresh interpreter that must finish within a minute (an expert count is
+    never enumerated, however large)."""
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return out.stdout
+
+
+def test_implausible_expert_counts_are_reported_not_enumerated(tmp_path: Path) -> None:
+    # A per-expert base whose layer 0 also names expert 10^12, and a stacked (mlx) weight of
+    # 2^21 experts with no bytes: neither count is used, both are reported.
+    base = hf_moe_base(tmp_path / "b")
+    save_numpy(
+        base / "model-extra.safetensors",
+        {
+            "model.layers.0.mlp.experts.1000000000000.up_proj.weight": np.zeros(
+                (INTER, HIDDEN), np.float16
+            ),
+            "model.layers.1.mlp.switch_mlp.gate_proj.weight": np.zeros(
+                (2**21, 0, HIDDEN), np.float16
+            ),
+        },
+    )
+    adapter = peft_adapter(tmp_path / "a")
+    code = (
+        "import json, sys, adapterscan\n"
+        "r = adapterscan.check(sys.argv[1], sys.argv[2])\n"
+        "print(json.dumps([(p.code, p.path) for p in r.problems if p.code.startswith('base_')]))\n"
+        "print(json.dumps(r.unexpected))\n"
+    )
+    problems, unexpected = run_bounded(code, str(adapter), str(base)).splitlines()
+    assert json.loads(problems) == [
+        ["base_experts_implausible", "model.layers.0.mlp.experts.up_proj"],
+        ["base_experts_implausible", "model.layers.1.mlp.switch_mlp.gate_proj"],
+    ]
+    # Layer 0's up_proj experts have no module to go to; layer 1's still fit.
+    assert json.loads(unexpected) == [
+        f"base_model.model.model.layers.0.mlp.experts.{e}.up_proj.lora_{x}.weight"
+        for e in range(EXPERTS)
+        for x in "AB"
+    ]
+    with pytest.raises(ValueError, match="over the limit"):
+        adapterscan.ExpectedModules([("m.switch_mlp.up_proj", "switch", 8, 8, 2**21)])
+
+
+def test_a_huge_expert_index_in_an_adapter(tmp_path: Path) -> None:
+    t: dict[str, np.ndarray] = {}
+    for e in (0, 1, 10**12):
+        t |= peft_dense(f"model.layers.0.mlp.experts.{e}.up_proj", 4, HIDDEN, INTER)
+    save_numpy(tmp_path / "adapter_model.safetensors", t)
+    code = (
+        "import sys, adapterscan\n"
+        "s = adapterscan.scan(sys.argv[1])\n"
+        "print([p.message for p in s.problems if p.code == 'missing_experts'][0])\n"
+    )
+    assert run_bounded(code, str(tmp_path)).strip() == (
+        f"{10**12 - 2} of {10**12 + 1} experts have no factors: 2-{10**12 - 1}"
+    )
