@@ -257,6 +257,16 @@ fn file_kind(ft: std::fs::FileType) -> &'static str {
 
 /// Read a whole small file (a JSON index or config), refusing non-regular files and big ones.
 pub(crate) fn read_small_file(path: &Path, limits: &Limits, what: &str) -> Result<Vec<u8>> {
+    read_small_file_into(path, limits, what, Vec::new())
+}
+
+/// As [`read_small_file`], into `buf` (cleared first; its room is reused).
+pub(crate) fn read_small_file_into(
+    path: &Path,
+    limits: &Limits,
+    what: &str,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>> {
     let (mut file, size) = open_regular(path, limits)?;
     if size > limits.max_index_bytes {
         return Err(ScanError::ShardIndex {
@@ -267,7 +277,8 @@ pub(crate) fn read_small_file(path: &Path, limits: &Limits, what: &str) -> Resul
             ),
         });
     }
-    let mut buf = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    buf.clear();
+    buf.reserve_exact(usize::try_from(size).unwrap_or(0));
     file.by_ref()
         .take(limits.max_index_bytes + 1)
         .read_to_end(&mut buf)
@@ -1157,10 +1168,12 @@ pub(crate) mod tests {
             meta in prop::option::of(prop::collection::vec(("[a-z\\\"]{0,4}", "[ -~]{0,6}"), 0..3)),
             ws in prop::collection::vec(prop::sample::select(vec!["", " ", "\n", "\t", "\r\n  "]), 64),
             order in any::<bool>(),
+            compact in any::<bool>(),
             cut in any::<prop::sample::Index>(),
             byte in any::<u8>(),
         ) {
-            let w = |i: usize| ws[i % ws.len()];
+            // Compact: no whitespace at all, as writers print headers (the template path).
+            let w = |i: usize| if compact { "" } else { ws[i % ws.len()] };
             let mut text = format!("{}{{", w(0));
             let mut parts = Vec::new();
             if let Some(m) = &meta {

@@ -131,19 +131,21 @@ impl<'a> Cursor<'a> {
 
     /// Consume `"name"` when it comes next (after whitespace).
     #[inline]
-    fn literal(&mut self, quoted: &[u8]) -> bool {
+    fn literal<const N: usize>(&mut self, quoted: &[u8; N]) -> bool {
         self.ws();
-        let found = self.bytes[self.pos..].starts_with(quoted);
-        if found {
-            self.pos += quoted.len();
-        }
-        found
+        self.exact(quoted).is_some()
     }
 
     /// A plain unsigned integer: `0` or `[1-9][0-9]*`, fitting in 64 bits.
     #[inline]
     pub(crate) fn uint(&mut self) -> Option<u64> {
         self.ws();
+        self.digits()
+    }
+
+    /// As [`Cursor::uint`], with no whitespace before it.
+    #[inline]
+    fn digits(&mut self) -> Option<u64> {
         let bytes = self.bytes;
         let mut pos = self.pos;
         let digit = |pos: usize| {
@@ -204,7 +206,61 @@ impl<'a> Cursor<'a> {
         Some((begin, end))
     }
 
+    /// Consume `quoted` if the text continues with exactly it (no whitespace skipped). Of a
+    /// known length, the comparison is a few word loads, not a call.
+    #[inline]
+    fn exact<const N: usize>(&mut self, quoted: &[u8; N]) -> Option<()> {
+        let next: &[u8; N] = self.bytes.get(self.pos..self.pos + N)?.try_into().ok()?;
+        (next == quoted).then(|| self.pos += N)
+    }
+
+    /// An entry as writers print it, after the name's colon: `{"dtype":"X","shape":[..],
+    /// "data_offsets":[b,e]}` with no whitespace, in that order. Each piece is matched as a whole
+    /// (no per-byte whitespace or field-name steps); anything else gives `None` with the cursor
+    /// where it was, and [`Cursor::entry_any`] reads it.
+    #[inline]
+    fn entry_compact(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
+        let start = self.pos;
+        let entry = (|| {
+            self.exact(b"{\"dtype\":\"")?;
+            let len = string_len(&self.bytes[self.pos..])?;
+            let dtype = Dtype::from_name(self.text.get(self.pos..self.pos + len)?)?;
+            self.pos += len;
+            self.exact(b"\",\"shape\":[")?;
+            let mut shape = Shape::new();
+            if self.peek()? == b']' {
+                self.pos += 1;
+            } else {
+                loop {
+                    shape.push(self.digits()?);
+                    let b = self.peek()?;
+                    self.pos += 1;
+                    match b {
+                        b',' => {}
+                        b']' => break,
+                        _ => return None,
+                    }
+                }
+            }
+            self.exact(b",\"data_offsets\":[")?;
+            let begin = self.digits()?;
+            self.exact(b",")?;
+            let end = self.digits()?;
+            self.exact(b"]}")?;
+            Some((dtype, shape, (begin, end)))
+        })();
+        if entry.is_none() {
+            self.pos = start;
+        }
+        entry
+    }
+
     fn entry(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
+        self.entry_compact().or_else(|| self.entry_any())
+    }
+
+    /// An entry with any spacing and field order.
+    fn entry_any(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
         self.eat(b'{')?;
         let (mut dtype, mut shape, mut offsets) = (None, None, None);
         loop {
@@ -257,6 +313,21 @@ impl<'a> Cursor<'a> {
     }
 }
 
+impl Cursor<'_> {
+    /// Once `list` holds [`ESTIMATE_AFTER`] entries read from `start` to here, make room for all
+    /// the entries the rest of the text would hold at that size (up to `max`): a list of millions
+    /// is then not regrown and copied as it fills.
+    #[inline]
+    pub(crate) fn reserve_estimate<T>(&self, list: &mut Vec<T>, start: usize, max: usize) {
+        if list.len() == ESTIMATE_AFTER {
+            let per_entry = ((self.pos - start) / ESTIMATE_AFTER).max(1);
+            let estimate = (self.bytes.len() - start) / per_entry;
+            let want = (estimate + estimate / 32 + 8).min(max);
+            list.reserve_exact(want.saturating_sub(list.len()));
+        }
+    }
+}
+
 /// After this many entries, the rest are estimated from their size.
 const ESTIMATE_AFTER: usize = 32;
 
@@ -286,13 +357,7 @@ pub(crate) fn parse(text: &str, max_tensors: usize) -> Option<Parsed> {
                 if tensors.len() >= max_tensors {
                     return None;
                 }
-                if tensors.len() == ESTIMATE_AFTER {
-                    // Room for all from the first entries' size: the list is not regrown and
-                    // copied as it fills (headers have up to millions of entries).
-                    let estimate = c.bytes.len() / (c.pos / ESTIMATE_AFTER).max(1);
-                    let want = (estimate + estimate / 32 + 8).min(max_tensors);
-                    tensors.reserve_exact(want.saturating_sub(tensors.len()));
-                }
+                c.reserve_estimate(&mut tensors, 0, max_tensors);
                 let (dtype, shape, (begin, end)) = c.entry()?;
                 tensors.push(TensorInfo {
                     name_span: names.push(name),

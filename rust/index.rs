@@ -2,12 +2,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer as _;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_small_file, Limits};
+use crate::header::{read_small_file_into, Limits};
 
 /// A parsed shard index. Tensor names stay in the index text (no string per tensor).
 #[derive(Debug, Clone, Default)]
@@ -127,8 +128,28 @@ impl ShardIndex {
 /// Read and parse the index at `path`. Names listed twice are found by
 /// [`ShardIndex::check_unique`], not here.
 pub fn read_index(path: &Path, limits: &Limits) -> Result<ShardIndex> {
-    let bytes = read_small_file(path, limits, "shard index")?;
+    let spare = std::mem::take(&mut *SPARE_TEXT.lock().unwrap_or_else(PoisonError::into_inner));
+    let bytes = read_small_file_into(path, limits, "shard index", spare)?;
     parse_index_owned(path, bytes)
+}
+
+/// The text buffer of the last index dropped, for the next one to read into: an index is megabytes,
+/// and fresh pages for it (faulted in and zeroed by the kernel) cost as much as parsing it.
+static SPARE_TEXT: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// The largest index text kept for reuse.
+const MAX_SPARE_TEXT: usize = 16 << 20;
+
+impl Drop for ShardIndex {
+    fn drop(&mut self) {
+        let text = std::mem::take(&mut self.text);
+        if text.capacity() <= MAX_SPARE_TEXT {
+            let mut spare = SPARE_TEXT.lock().unwrap_or_else(PoisonError::into_inner);
+            if spare.capacity() < text.capacity() {
+                *spare = text.into_bytes();
+            }
+        }
+    }
 }
 
 fn schema_error(path: &Path, message: impl Into<String>) -> ScanError {
@@ -287,7 +308,9 @@ fn weight_map_fast(c: &mut crate::header_fast::Cursor<'_>, base: usize) -> Optio
         c.pos += 1;
         return Some((shards.shards, entries));
     }
+    let start = c.pos;
     loop {
+        c.reserve_estimate(&mut entries, start, usize::MAX);
         let key = c.string()?;
         c.eat(b':')?;
         let id = shards.id(c.string()?)?;

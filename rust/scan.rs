@@ -803,14 +803,12 @@ pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
     }
     let tensors = Tensors::new(lists);
 
-    let views: Vec<TensorView<'_>> = tensors
-        .iter()
-        .map(|t| TensorView {
-            name: t.name,
-            dtype: t.dtype,
-            shape: &t.info.shape,
-        })
-        .collect();
+    let mut views: Vec<TensorView<'_>> = Vec::with_capacity(tensors.len());
+    views.extend(tensors.iter().map(|t| TensorView {
+        name: t.name,
+        dtype: t.dtype,
+        shape: &t.info.shape,
+    }));
     let mut inference = infer(
         &views,
         InferOptions {
