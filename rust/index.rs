@@ -90,13 +90,24 @@ impl ShardIndex {
 
     /// `(tensor name, index into shards)`, in the order of the index.
     pub fn entries(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
-        self.entries.iter().map(|(k, s)| {
-            let name = match *k {
-                KeySpan(i, ESCAPED) => self.escaped[i as usize].as_str(),
-                KeySpan(a, n) => &self.text[a as usize..a as usize + n as usize],
-            };
-            (name, *s)
-        })
+        self.entries_in(0..self.len())
+    }
+
+    /// The entries at positions `range` (clamped to the list), as [`Self::entries`] gives them.
+    pub(crate) fn entries_in(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl Iterator<Item = (&str, u32)> + '_ {
+        let end = range.end.min(self.entries.len());
+        self.entries[range.start.min(end)..end]
+            .iter()
+            .map(|(k, s)| {
+                let name = match *k {
+                    KeySpan(i, ESCAPED) => self.escaped[i as usize].as_str(),
+                    KeySpan(a, n) => &self.text[a as usize..a as usize + n as usize],
+                };
+                (name, *s)
+            })
     }
 
     /// Refuse a name listed twice. Parsing leaves this out: the shards' own names are compared

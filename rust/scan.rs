@@ -875,6 +875,10 @@ pub(crate) fn check_index(
     problems: &mut Vec<Problem>,
 ) -> Result<()> {
     // headers[i] is the file of index.shards[i].
+    // Fastest, for what writers produce: the index lists each shard's names in the file's order.
+    if lists_in_file_order(index, headers) {
+        return consistent_index(index_path, index, headers, problems);
+    }
     // Fast path, in parallel per shard: the index lists for shard i exactly the names shard i holds
     // (names are unique within a file and within the index, so equal counts + inclusion suffice).
     let mut listed_in: Vec<Vec<&str>> = vec![Vec::new(); headers.len()];
@@ -901,14 +905,7 @@ pub(crate) fn check_index(
             });
     drop(listed_in);
     if consistent {
-        // Each shard's list is its file's names (unique within a file), so the index repeats a
-        // name exactly when two shards hold it. Sorted indexes repeat none; otherwise compare
-        // hashes of the shards' names, and settle a match (a repeat, or a collision) exactly.
-        if !index.known_unique() && !disjoint_by_hash(headers) {
-            index.check_unique(index_path)?;
-        }
-        check_total_size(index, headers, problems);
-        return Ok(());
+        return consistent_index(index_path, index, headers, problems);
     }
     index.check_unique(index_path)?;
     let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
@@ -990,6 +987,69 @@ pub(crate) fn check_index(
     Ok(())
 }
 
+/// The rest of [`check_index`] once each shard's list in the index is its file's names (unique
+/// within a file): the index repeats a name exactly when two shards hold it. Sorted indexes repeat
+/// none; otherwise compare hashes of the shards' names, and settle a match (a repeat, or a
+/// collision) exactly.
+fn consistent_index(
+    index_path: &Path,
+    index: &ShardIndex,
+    headers: &[Header],
+    problems: &mut Vec<Problem>,
+) -> Result<()> {
+    if !index.known_unique() && !disjoint_by_hash(headers) {
+        index.check_unique(index_path)?;
+    }
+    check_total_size(index, headers, problems);
+    Ok(())
+}
+
+/// Whether the index lists, for every shard, exactly its file's names in the file's order (shards
+/// interleaved in any way). In parallel over runs of entries: each run's count per shard gives
+/// the next run's starting place in every file.
+fn lists_in_file_order(index: &ShardIndex, headers: &[Header]) -> bool {
+    const RUN: usize = 8192;
+    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
+    if index.len() != total {
+        return false;
+    }
+    let runs: Vec<std::ops::Range<usize>> = (0..total)
+        .step_by(RUN)
+        .map(|start| start..(start + RUN).min(total))
+        .collect();
+    let parallel = total >= crate::par::MIN_PARALLEL;
+    let counts: Vec<Option<Vec<usize>>> = crate::par::map(&runs, parallel, |run| {
+        let mut count = vec![0usize; headers.len()];
+        for (_, shard) in index.entries_in(run.clone()) {
+            *count.get_mut(shard as usize)? += 1;
+        }
+        Some(count)
+    });
+    let mut starts: Vec<Vec<usize>> = Vec::with_capacity(runs.len());
+    let mut next = vec![0usize; headers.len()];
+    for count in counts {
+        let Some(count) = count else { return false };
+        starts.push(next.clone());
+        next.iter_mut().zip(count).for_each(|(n, c)| *n += c);
+    }
+    if next.iter().zip(headers).any(|(&n, h)| n != h.tensors.len()) {
+        return false;
+    }
+    let runs: Vec<(std::ops::Range<usize>, Vec<usize>)> = runs.into_iter().zip(starts).collect();
+    crate::par::map(&runs, parallel, |(run, start)| {
+        let mut at = start.clone();
+        index.entries_in(run.clone()).all(|(key, shard)| {
+            let s = shard as usize;
+            let h = &headers[s];
+            let same = h.tensors.get(at[s]).is_some_and(|t| h.name(t) == key);
+            at[s] += 1;
+            same
+        })
+    })
+    .into_iter()
+    .all(|ok| ok)
+}
+
 /// Whether no name is in two files, by 64-bit name hashes (those the duplicate check kept, or
 /// computed per file in parallel). `false` is a repeat or, rarely, a collision.
 fn disjoint_by_hash(headers: &[Header]) -> bool {
@@ -1006,12 +1066,31 @@ fn disjoint_by_hash(headers: &[Header]) -> bool {
             }
         })
         .collect();
-    let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
-    seen.reserve(headers.iter().map(|h| h.tensors.len()).sum());
-    headers.iter().zip(&computed).all(|(h, c)| {
-        let hashes = if c.is_empty() { &h.name_hashes } else { c };
-        hashes.iter().all(|&x| seen.insert(x))
+    let lists: Vec<&[u64]> = headers
+        .iter()
+        .zip(&computed)
+        .map(|(h, c)| {
+            if c.is_empty() {
+                &h.name_hashes[..]
+            } else {
+                &c[..]
+            }
+        })
+        .collect();
+    let total: usize = lists.iter().map(|l| l.len()).sum();
+    // Equal hashes have equal top bits: one set per value of the top two, in parallel.
+    let parts: [u64; 4] = [0, 1, 2, 3];
+    crate::par::map(&parts, total >= crate::par::MIN_PARALLEL, |&part| {
+        let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
+        seen.reserve(total / 4 + total / 64);
+        lists
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|&&x| x >> 62 == part)
+            .all(|&x| seen.insert(x))
     })
+    .into_iter()
+    .all(|disjoint| disjoint)
 }
 
 fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<Problem>) {
@@ -1758,5 +1837,80 @@ mod tests {
         let s = scan(d, &ScanOptions::default()).unwrap();
         assert!(s.files[0].path.ends_with("adapters.safetensors"));
         assert!(codes(&s).contains(&"config_missing"));
+    }
+
+    fn header_of(names: &[String]) -> Header {
+        let tensors: Vec<(&str, &str, &[u64])> = names
+            .iter()
+            .map(|n| (n.as_str(), "F32", &[1u64][..]))
+            .collect();
+        let bytes = tensors_file(&tensors);
+        crate::header::parse_header(
+            Path::new("x"),
+            &bytes[8..bytes.len() - 4 * names.len()],
+            bytes.len() as u64,
+            &Limits::default(),
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        /// The in-order path answers exactly when each shard's entries follow its file's order,
+        /// and the index is accepted either way (the sets of names are the same).
+        #[test]
+        fn index_in_file_order_whatever_the_interleaving(
+            shard_of in proptest::collection::vec(0usize..4, 1..40),
+            file_seed in proptest::prelude::any::<u64>(),
+            pick in proptest::collection::vec(0usize..4, 0..200),
+            swap in proptest::option::of((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<proptest::sample::Index>())),
+        ) {
+            let shards = shard_of.iter().max().unwrap() + 1;
+            // Each file's names, in an order that depends on the seed.
+            let mut files: Vec<Vec<String>> = vec![Vec::new(); shards];
+            for (i, &s) in shard_of.iter().enumerate() {
+                files[s].push(format!("t{i}"));
+            }
+            for (s, f) in files.iter_mut().enumerate() {
+                f.sort_by_key(|n| name_hash(n) ^ file_seed ^ s as u64);
+            }
+            // The index: shards interleaved as `pick` says, each in its file's order.
+            let mut next = vec![0usize; shards];
+            let mut entries: Vec<(String, usize)> = Vec::new();
+            let mut picks = pick.iter().copied().chain(0..shards).cycle();
+            while entries.len() < shard_of.len() {
+                let s = picks.next().unwrap() % shards;
+                if next[s] < files[s].len() {
+                    entries.push((files[s][next[s]].clone(), s));
+                    next[s] += 1;
+                } else if let Some(s) = (0..shards).find(|&s| next[s] < files[s].len()) {
+                    entries.push((files[s][next[s]].clone(), s));
+                    next[s] += 1;
+                }
+            }
+            if let Some((a, b)) = swap {
+                let (a, b) = (a.index(entries.len()), b.index(entries.len()));
+                entries.swap(a, b);
+            }
+            let in_order = (0..shards).all(|s| {
+                entries.iter().filter(|e| e.1 == s).map(|e| e.0.as_str()).eq(files[s].iter().map(String::as_str))
+            });
+            let map: Vec<String> = entries
+                .iter()
+                .map(|(n, s)| format!("\"{n}\":\"s{s}.safetensors\""))
+                .collect();
+            let text = format!("{{\"weight_map\":{{{}}}}}", map.join(","));
+            let index = crate::index::parse_index(Path::new("i"), text.as_bytes()).unwrap();
+            // headers[i] is the file of the index's i-th shard name (first appearance).
+            let by_id: Vec<Header> = index
+                .shard_names()
+                .iter()
+                .map(|n| {
+                    let s: usize = n[1..n.len() - ".safetensors".len()].parse().unwrap();
+                    header_of(&files[s])
+                })
+                .collect();
+            proptest::prop_assert_eq!(lists_in_file_order(&index, &by_id), in_order);
+            proptest::prop_assert!(check_index(Path::new("i"), &index, &by_id, &mut Vec::new()).is_ok());
+        }
     }
 }
