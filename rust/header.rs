@@ -736,6 +736,41 @@ pub(crate) fn name_hash(name: &str) -> u64 {
     STATE.hash_one(name)
 }
 
+/// Whether the `n` values are pairwise distinct. A bitmap of at least 16 bits per value marks
+/// each value's slot, and a second one the slots met twice; only the values in those (a few per
+/// hundred) are then compared exactly. A set of every value costs several times more.
+pub(crate) fn all_distinct<I: Iterator<Item = u64> + Clone>(values: I, n: usize) -> bool {
+    let bits = n.saturating_mul(16).next_power_of_two().max(1 << 10);
+    let shift = 64 - bits.trailing_zeros();
+    let slot = |v: u64| {
+        let b = (v.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> shift) as usize;
+        (b / 64, 1u64 << (b % 64))
+    };
+    let mut seen = vec![0u64; bits / 64];
+    let mut twice = vec![0u64; bits / 64];
+    let mut any_twice = false;
+    for v in values.clone() {
+        let (word, bit) = slot(v);
+        if seen[word] & bit == 0 {
+            seen[word] |= bit;
+        } else {
+            twice[word] |= bit;
+            any_twice = true;
+        }
+    }
+    if !any_twice {
+        return true;
+    }
+    // A repeated value's slot is met twice: compare the values in such slots.
+    let mut met: foldhash::HashSet<u64> = foldhash::HashSet::default();
+    values
+        .filter(|&v| {
+            let (word, bit) = slot(v);
+            twice[word] & bit != 0
+        })
+        .all(|v| met.insert(v))
+}
+
 /// Refuse a name listed twice. Returns the names' hashes when they were needed.
 fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
     // Writers usually list names in order: strictly increasing names cannot repeat.
@@ -747,9 +782,7 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
         return Ok(Vec::new());
     }
     let hashes: Vec<u64> = header.iter().map(|t| name_hash(t.name)).collect();
-    let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
-    seen.reserve(hashes.len());
-    if hashes.iter().all(|&h| seen.insert(h)) {
+    if all_distinct(hashes.iter().copied(), hashes.len()) {
         return Ok(hashes);
     }
     // A repeated name, or two names with one hash: settle it exactly.
@@ -1212,6 +1245,16 @@ pub(crate) mod tests {
                     prop_assert_eq!(Some(fast), parse_full(Path::new("x"), mutated, &limits).ok());
                 }
             }
+        }
+
+        /// The bitmap test agrees with a set, for values that share bitmap slots too.
+        #[test]
+        fn all_distinct_agrees_with_a_set(
+            values in prop::collection::vec(prop_oneof![any::<u64>(), 0u64..8, (0u64..64).prop_map(|x| x << 58)], 0..3000),
+        ) {
+            let mut set = std::collections::HashSet::new();
+            let expected = values.iter().all(|v| set.insert(*v));
+            prop_assert_eq!(all_distinct(values.iter().copied(), values.len()), expected);
         }
 
         /// Arbitrary bytes never panic the parser.

@@ -1078,19 +1078,7 @@ fn disjoint_by_hash(headers: &[Header]) -> bool {
         })
         .collect();
     let total: usize = lists.iter().map(|l| l.len()).sum();
-    // Equal hashes have equal top bits: one set per value of the top two, in parallel.
-    let parts: [u64; 4] = [0, 1, 2, 3];
-    crate::par::map(&parts, total >= crate::par::MIN_PARALLEL, |&part| {
-        let mut seen: foldhash::HashSet<u64> = foldhash::HashSet::default();
-        seen.reserve(total / 4 + total / 64);
-        lists
-            .iter()
-            .flat_map(|l| l.iter())
-            .filter(|&&x| x >> 62 == part)
-            .all(|&x| seen.insert(x))
-    })
-    .into_iter()
-    .all(|disjoint| disjoint)
+    crate::header::all_distinct(lists.iter().flat_map(|l| l.iter().copied()), total)
 }
 
 fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<Problem>) {
