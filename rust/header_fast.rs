@@ -129,6 +129,23 @@ impl<'a> Cursor<'a> {
         self.text.get(start..start + len)
     }
 
+    /// Consume the string `"s"` when it comes next (after whitespace), for an `s` read before
+    /// (so known to need no escape).
+    #[inline]
+    pub(crate) fn repeat_of(&mut self, s: Option<&str>) -> bool {
+        let Some(s) = s else { return false };
+        self.ws();
+        let start = self.pos + 1;
+        let end = start + s.len();
+        let found = self.peek() == Some(b'"')
+            && self.bytes.get(start..end) == Some(s.as_bytes())
+            && self.bytes.get(end) == Some(&b'"');
+        if found {
+            self.pos = end + 1;
+        }
+        found
+    }
+
     /// Consume `"name"` when it comes next (after whitespace).
     #[inline]
     fn literal<const N: usize>(&mut self, quoted: &[u8; N]) -> bool {

@@ -52,6 +52,11 @@ struct ShardIds {
 }
 
 impl ShardIds {
+    /// The shard named last.
+    fn last_name(&self) -> Option<&str> {
+        self.shards.get(self.last as usize).map(String::as_str)
+    }
+
     /// The id of `shard` (`None`: more than 2^32 shards).
     fn id(&mut self, shard: &str) -> Option<u32> {
         if self
@@ -324,7 +329,12 @@ fn weight_map_fast(c: &mut crate::header_fast::Cursor<'_>, base: usize) -> Optio
         c.reserve_estimate(&mut entries, start, usize::MAX);
         let key = c.string()?;
         c.eat(b':')?;
-        let id = shards.id(c.string()?)?;
+        // Consecutive entries usually name the same shard: compared whole, it needs no scan.
+        let id = if c.repeat_of(shards.last_name()) {
+            shards.last
+        } else {
+            shards.id(c.string()?)?
+        };
         // The text is shorter than 4 GiB, so every span fits.
         entries.push((KeySpan::in_text(key, base)?, id));
         if c.comma_or(b'}')? {
