@@ -193,11 +193,14 @@ type ExpertWeight<'a> = (&'a [u64], bool, &'a str);
 #[derive(Default)]
 struct Partial<'a> {
     targets: Vec<Target>,
-    experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'a>)>>,
+    experts: indexmap::IndexMap<String, Vec<(u64, ExpertWeight<'a>)>, foldhash::fast::RandomState>,
     unknown_bits: Vec<String>,
     /// Stacked expert weights with more than [`MAX_EXPERTS`] experts: (path, count).
     implausible: Vec<(&'a str, u64)>,
 }
+
+/// How many expert groups of a file are compared by name before their map is looked up.
+const RECENT_GROUPS: usize = 4;
 
 /// The most experts one module may have (models have up to a few hundred). An expert count comes
 /// from a shape or a name, and a check lists every expert's names, so a base claiming more is
@@ -244,20 +247,34 @@ fn build_targets(
     let parts = crate::par::map(headers, parallel, |h| {
         let mut part = Partial::default();
         let mut scratch = String::new();
+        let mut recent: Vec<usize> = Vec::with_capacity(RECENT_GROUPS);
         for t in h.iter() {
             let Some(path) = t.name.strip_suffix(".weight") else {
                 continue;
             };
             let shape = t.info.shape.as_slice();
-            let quantized = scales.contains(path);
+            let quantized = !scales.is_empty() && scales.contains(path);
             if shape.len() == 2 {
                 if let Some(e) = expert_split_into(path, &mut scratch) {
-                    let group = if let Some(g) = part.experts.get_mut(scratch.as_str()) {
-                        g
-                    } else {
-                        part.experts.entry(scratch.clone()).or_default()
-                    };
-                    group.push((e, (shape, quantized, path)));
+                    // The expert's projections come in turn (gate, up, down, gate, ...): the
+                    // last few groups are compared before the map is hashed.
+                    let known = recent.iter().copied().find(|&i| {
+                        part.experts
+                            .get_index(i)
+                            .is_some_and(|(k, _)| *k == scratch)
+                    });
+                    let index = known.unwrap_or_else(|| {
+                        let i = match part.experts.get_index_of(scratch.as_str()) {
+                            Some(i) => i,
+                            None => part.experts.insert_full(scratch.clone(), Vec::new()).0,
+                        };
+                        if recent.len() == RECENT_GROUPS {
+                            recent.remove(0);
+                        }
+                        recent.push(i);
+                        i
+                    });
+                    part.experts[index].push((e, (shape, quantized, path)));
                     continue;
                 }
             }
@@ -521,6 +538,49 @@ mod tests {
         let e = build_targets(&[h], None, &mut problems);
         assert_eq!(e.targets[0].in_dims, None);
         assert_eq!(problems[0].code, "base_quantization_unknown");
+    }
+
+    #[test]
+    fn expert_groups_in_turn_whatever_their_number() {
+        // Two layers' projections listed expert by expert: six groups in turn, more than the
+        // recently used ones that are compared first; each gets its own experts and dims.
+        let mut names = Vec::new();
+        for e in 0..5u64 {
+            for layer in 0..2 {
+                for (p, rows) in [("gate_proj", 16u64), ("up_proj", 24), ("down_proj", 8)] {
+                    names.push((
+                        format!("model.layers.{layer}.mlp.experts.{e}.{p}.weight"),
+                        [rows + layer, 8],
+                    ));
+                }
+            }
+        }
+        let spec: Vec<(&str, &str, &[u64])> = names
+            .iter()
+            .map(|(n, s)| (n.as_str(), "BF16", &s[..]))
+            .collect();
+        let mut problems = Vec::new();
+        let e = build_targets(&[header(&spec)], None, &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let got: Vec<(&str, Option<u64>, Option<u64>)> = e
+            .targets
+            .iter()
+            .map(|t| (t.path.as_str(), t.num_experts, t.out_dims))
+            .collect();
+        let mut want = Vec::new();
+        for layer in 0..2 {
+            for (p, rows) in [("down_proj", 8u64), ("gate_proj", 16), ("up_proj", 24)] {
+                want.push((
+                    format!("model.layers.{layer}.mlp.switch_mlp.{p}"),
+                    rows + layer,
+                ));
+            }
+        }
+        let want: Vec<(&str, Option<u64>, Option<u64>)> = want
+            .iter()
+            .map(|(p, o)| (p.as_str(), Some(5), Some(*o)))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]
