@@ -1196,7 +1196,7 @@ pub(crate) mod tests {
         #[test]
         fn fast_path_agrees_with_the_full_parser(
             entries in prop::collection::vec(
-                ("[a-z0-9_.\\\"é]{0,10}", dtype_strategy(), prop::collection::vec(0u64..1_000_000, 0..4), any::<u64>(), any::<u64>()),
+                (prop::sample::select(vec!["", "base_model.model.layers.", "base_model.model.layers.1"]), "[a-z0-9_.\\\"é]{0,10}", dtype_strategy(), prop::collection::vec(0u64..1_000_000, 0..4), any::<u64>(), any::<u64>()),
                 0..8),
             meta in prop::option::of(prop::collection::vec(("[a-z\\\"]{0,4}", "[ -~]{0,6}"), 0..3)),
             ws in prop::collection::vec(prop::sample::select(vec!["", " ", "\n", "\t", "\r\n  "]), 64),
@@ -1215,7 +1215,9 @@ pub(crate) mod tests {
                 }).collect();
                 parts.push(format!("\"__metadata__\":{{{}}}", body.join(",")));
             }
-            for (i, (name, dtype, shape, b, e)) in entries.iter().enumerate() {
+            // Names that share a prefix (compared with the previous name's) or not.
+            for (i, (prefix, name, dtype, shape, b, e)) in entries.iter().enumerate() {
+                let name = format!("{prefix}{name}");
                 let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
                 let fields = [
                     format!("\"dtype\"{}:{}\"{dtype}\"", w(i), w(i + 5)),
@@ -1223,7 +1225,7 @@ pub(crate) mod tests {
                     format!("\"data_offsets\":[{b}{},{}{e}]", w(i + 3), w(i + 4)),
                 ];
                 let fields = if order { fields.join(",") } else { format!("{},{},{}", fields[2], fields[0], fields[1]) };
-                parts.push(format!("{}{}{}:{{{fields}}}", w(i + 6), serde_json::to_string(name).unwrap(), w(i)));
+                parts.push(format!("{}{}{}:{{{fields}}}", w(i + 6), serde_json::to_string(&name).unwrap(), w(i)));
             }
             text.push_str(&parts.join(","));
             text.push('}');

@@ -1020,7 +1020,7 @@ fn lists_in_file_order(index: &ShardIndex, headers: &[Header]) -> bool {
     let parallel = total >= crate::par::MIN_PARALLEL;
     let counts: Vec<Option<Vec<usize>>> = crate::par::map(&runs, parallel, |run| {
         let mut count = vec![0usize; headers.len()];
-        for (_, shard) in index.entries_in(run.clone()) {
+        for shard in index.shards_in(run.clone()) {
             *count.get_mut(shard as usize)? += 1;
         }
         Some(count)
