@@ -246,6 +246,19 @@ impl<'a> Cursor<'a> {
         Some((begin, end))
     }
 
+    /// Once `list` holds [`ESTIMATE_AFTER`] entries read from `start` to here, make room for all
+    /// the entries the rest of the text would hold at that size (up to `max`): a list of millions
+    /// is then not regrown and copied as it fills.
+    #[inline]
+    pub(crate) fn reserve_estimate<T>(&self, list: &mut Vec<T>, start: usize, max: usize) {
+        if list.len() == ESTIMATE_AFTER {
+            let per_entry = ((self.pos - start) / ESTIMATE_AFTER).max(1);
+            let estimate = (self.bytes.len() - start) / per_entry;
+            let want = (estimate + estimate / 32 + 8).min(max);
+            list.reserve_exact(want.saturating_sub(list.len()));
+        }
+    }
+
     /// Consume `quoted` if the text continues with exactly it (no whitespace skipped). Of a
     /// known length, the comparison is a few word loads, not a call.
     #[inline]
@@ -349,21 +362,6 @@ impl<'a> Cursor<'a> {
             if self.comma_or(b'}')? {
                 return Some(());
             }
-        }
-    }
-}
-
-impl Cursor<'_> {
-    /// Once `list` holds [`ESTIMATE_AFTER`] entries read from `start` to here, make room for all
-    /// the entries the rest of the text would hold at that size (up to `max`): a list of millions
-    /// is then not regrown and copied as it fills.
-    #[inline]
-    pub(crate) fn reserve_estimate<T>(&self, list: &mut Vec<T>, start: usize, max: usize) {
-        if list.len() == ESTIMATE_AFTER {
-            let per_entry = ((self.pos - start) / ESTIMATE_AFTER).max(1);
-            let estimate = (self.bytes.len() - start) / per_entry;
-            let want = (estimate + estimate / 32 + 8).min(max);
-            list.reserve_exact(want.saturating_sub(list.len()));
         }
     }
 }

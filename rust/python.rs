@@ -568,7 +568,8 @@ type TargetRow = (String, String, Option<u64>, Option<u64>, Option<u64>);
 #[pymethods]
 impl PyExpected {
     /// Build from a table: `[(path, kind, in_dims, out_dims, num_experts), ...]` and optionally
-    /// every parameter's shape (for full fine-tunes).
+    /// every parameter's shape (for full fine-tunes). More than 2^20 experts is refused
+    /// (`ValueError`), as an unknown kind is.
     #[new]
     #[pyo3(signature = (targets, params = None, source = "live model".to_string()))]
     fn new(
