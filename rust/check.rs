@@ -492,7 +492,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         return f;
     }
     let want_rank = cx.ranks.for_module(&m.path).or(m.rank);
-    let mut experts_seen: Vec<u64> = Vec::new();
+    let mut experts_seen: Vec<u64> = Vec::with_capacity(m.tensor_ids.len());
     // (slot, leaf, key) of every factor, to find half pairs afterwards.
     let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
     // What each tensor is, as inference read its name: no name is read again unless reported.
@@ -523,7 +523,10 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     }
     // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
     // Sorted by slot, each slot's factors are side by side (the report is sorted at the end).
-    factors.sort_unstable_by_key(|f| (f.0, f.1));
+    // Inference lists a module's factors in that order already.
+    if !factors.is_sorted_by_key(|f| (f.0, f.1)) {
+        factors.sort_unstable_by_key(|f| (f.0, f.1));
+    }
     for slot in factors.chunk_by(|a, b| a.0 == b.0) {
         for &(_, leaf, key) in slot {
             let other = match leaf {
@@ -546,7 +549,9 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         });
     }
     if m.layout == "peft_per_expert" {
-        experts_seen.sort_unstable();
+        if !experts_seen.is_sorted() {
+            experts_seen.sort_unstable();
+        }
         for e in 0..t.num_experts.unwrap_or(0) {
             if experts_seen.binary_search(&e).is_err() {
                 let p = per_expert_path(&t.path, e);
