@@ -121,12 +121,7 @@ impl<'a> Cursor<'a> {
     /// A string without escapes or control characters, borrowed from the text.
     #[inline]
     pub(crate) fn string(&mut self) -> Option<&'a str> {
-        self.eat(b'"')?;
-        let start = self.pos;
-        let len = string_len(&self.bytes[start..])?;
-        self.pos = start + len + 1;
-        // Quotes are ASCII, so both ends are character boundaries of the (valid UTF-8) text.
-        self.text.get(start..start + len)
+        self.string_like("")
     }
 
     /// Consume the string `"s"` when it comes next (after whitespace), for an `s` read before
@@ -166,6 +161,7 @@ impl<'a> Cursor<'a> {
         }
         let len = same + string_len(&body[same..])?;
         self.pos = start + len + 1;
+        // Quotes are ASCII, so both ends are character boundaries of the (valid UTF-8) text.
         self.text.get(start..start + len)
     }
 

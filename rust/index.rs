@@ -98,13 +98,18 @@ impl ShardIndex {
         self.entries_in(0..self.len())
     }
 
+    /// The raw entries at positions `range`, clamped to the list.
+    fn entries_at(&self, range: std::ops::Range<usize>) -> &[(KeySpan, u32)] {
+        let end = range.end.min(self.entries.len());
+        &self.entries[range.start.min(end)..end]
+    }
+
     /// The shards of the entries at positions `range` (clamped to the list).
     pub(crate) fn shards_in(
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = u32> + '_ {
-        let end = range.end.min(self.entries.len());
-        self.entries[range.start.min(end)..end].iter().map(|e| e.1)
+        self.entries_at(range).iter().map(|e| e.1)
     }
 
     /// The entries at positions `range` (clamped to the list), as [`Self::entries`] gives them.
@@ -112,16 +117,13 @@ impl ShardIndex {
         &self,
         range: std::ops::Range<usize>,
     ) -> impl Iterator<Item = (&str, u32)> + '_ {
-        let end = range.end.min(self.entries.len());
-        self.entries[range.start.min(end)..end]
-            .iter()
-            .map(|(k, s)| {
-                let name = match *k {
-                    KeySpan(i, ESCAPED) => self.escaped[i as usize].as_str(),
-                    KeySpan(a, n) => &self.text[a as usize..a as usize + n as usize],
-                };
-                (name, *s)
-            })
+        self.entries_at(range).iter().map(|(k, s)| {
+            let name = match *k {
+                KeySpan(i, ESCAPED) => self.escaped[i as usize].as_str(),
+                KeySpan(a, n) => &self.text[a as usize..a as usize + n as usize],
+            };
+            (name, *s)
+        })
     }
 
     /// Refuse a name listed twice. Parsing leaves this out: the shards' own names are compared
