@@ -458,6 +458,10 @@ struct ModuleCx<'s> {
     flipped_known: &'s foldhash::HashSet<&'s str>,
 }
 
+/// A shape check's answer (the expected shape when the saved one is wrong) for a family, leaf,
+/// expert slot or not, and saved shape.
+type AnswerFor = ((Family, Leaf, bool, u32), Option<Shape>);
+
 /// Check one saved module against the model's module at its path.
 fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let mut f = Findings::default();
@@ -492,33 +496,55 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         return f;
     }
     let want_rank = cx.ranks.for_module(&m.path).or(m.rank);
+    let name = |id: u32| cx.scan.tensors.get(id as usize).name;
     let mut experts_seen: Vec<u64> = Vec::with_capacity(m.tensor_ids.len());
-    // (slot, leaf, key) of every factor, to find half pairs afterwards.
-    let mut factors: Vec<(Slot, Leaf, &str)> = Vec::with_capacity(m.tensor_ids.len());
-    // What each tensor is, as inference read its name: no name is read again unless reported.
-    for (&id, &Place { family, leaf, slot }) in m.tensor_ids.iter().zip(&m.places) {
-        let tensor = cx.scan.tensors.get(id as usize);
-        let key = tensor.name;
-        factors.push((slot, leaf, key));
-        let saved = tensor.shape.as_slice();
+    // (slot, leaf, tensor) of every factor, to find half pairs afterwards.
+    let mut factors: Vec<(Slot, Leaf, u32)> = Vec::with_capacity(m.tensor_ids.len());
+    let mut answers: smallvec::SmallVec<[AnswerFor; 4]> = smallvec::SmallVec::new();
+    // What each tensor is and its shape, as inference read them: no tensor entry is read again
+    // unless it is reported (a module's entries are spread over its file).
+    for (
+        &id,
+        &Place {
+            family,
+            leaf,
+            slot,
+            shape,
+        },
+    ) in m.tensor_ids.iter().zip(&m.places)
+    {
+        factors.push((slot, leaf, id));
+        let saved = m.shapes[shape as usize].as_slice();
         if let Slot::Expert(e) = slot {
             if t.num_experts.is_some_and(|n| e >= n) {
-                f.unexpected.push(key.to_string());
+                f.unexpected.push(name(id).to_string());
                 continue;
             }
             experts_seen.push(e);
         }
-        let Some(r) = want_rank.or_else(|| saved_rank(family, leaf, saved)) else {
-            continue;
-        };
-        if let Some(want) = expected_shape(family, leaf, slot, m.layout, t, r) {
-            if want.as_slice() != saved {
-                f.mismatches.push(ShapeMismatch {
-                    key: key.to_string(),
-                    saved: saved.to_vec(),
-                    expected: want.to_vec(),
-                });
+        // The expected shape depends on the family, the leaf, whether the slot is an expert's
+        // and (through the rank) the saved shape: a module's factors have a few of these.
+        let key = (family, leaf, matches!(slot, Slot::Expert(_)), shape);
+        let known = answers.iter().position(|(k, _)| *k == key);
+        let wrong = if let Some(i) = known {
+            answers[i].1.as_ref()
+        } else {
+            let wrong = want_rank
+                .or_else(|| saved_rank(family, leaf, saved))
+                .and_then(|r| expected_shape(family, leaf, slot, m.layout, t, r))
+                .filter(|want| want.as_slice() != saved);
+            if answers.len() == answers.inline_size() {
+                answers.remove(0);
             }
+            answers.push((key, wrong));
+            answers.last().and_then(|a| a.1.as_ref())
+        };
+        if let Some(want) = wrong {
+            f.mismatches.push(ShapeMismatch {
+                key: name(id).to_string(),
+                saved: saved.to_vec(),
+                expected: want.to_vec(),
+            });
         }
     }
     // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
@@ -528,14 +554,14 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         factors.sort_unstable_by_key(|f| (f.0, f.1));
     }
     for slot in factors.chunk_by(|a, b| a.0 == b.0) {
-        for &(_, leaf, key) in slot {
+        for &(_, leaf, id) in slot {
             let other = match leaf {
                 Leaf::A => Leaf::B,
                 Leaf::B => Leaf::A,
                 Leaf::M => continue,
             };
             if !slot.iter().any(|f| f.1 == other) {
-                if let Some(p) = partner(key) {
+                if let Some(p) = partner(name(id)) {
                     f.missing.push(p);
                 }
             }
@@ -552,8 +578,10 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         if !experts_seen.is_sorted() {
             experts_seen.sort_unstable();
         }
+        let mut seen = experts_seen.iter().copied().peekable();
         for e in 0..t.num_experts.unwrap_or(0) {
-            if experts_seen.binary_search(&e).is_err() {
+            while seen.next_if(|&x| x < e).is_some() {}
+            if seen.peek() != Some(&e) {
                 let p = per_expert_path(&t.path, e);
                 f.missing.push(format!("{PEFT_PREFIX}{p}.lora_A.weight"));
                 f.missing.push(format!("{PEFT_PREFIX}{p}.lora_B.weight"));

@@ -338,19 +338,16 @@ pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
     // Each thread reuses one buffer: the bytes of a header are only needed while it is parsed,
     // and fresh pages for every shard of a big folder cost more than the parse.
     HEADER_BUFFER.with_borrow_mut(|buf| {
-        buf.clear();
-        buf.reserve_exact(n_usize);
-        let read = (&mut file)
-            .take(n)
-            .read_to_end(buf)
-            .map_err(|e| read_error(path, size, e))?;
-        if read != n_usize {
-            return Err(read_error(
-                path,
-                size,
-                std::io::ErrorKind::UnexpectedEof.into(),
-            ));
+        // Room for the header at the file's own offset within a page (zeroed only when it grows).
+        let room = n_usize.saturating_add(PAGE);
+        if buf.len() < room {
+            buf.clear();
+            buf.resize(room, 0);
         }
+        let at = page_aligned_with(buf.as_ptr(), 8);
+        let bytes = &mut buf[at..at + n_usize];
+        file.read_exact(bytes)
+            .map_err(|e| read_error(path, size, e))?;
         let after = file.metadata().map_err(|e| ScanError::io(path, e))?.len();
         if after != size {
             return Err(ScanError::FileChanged {
@@ -359,12 +356,23 @@ pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
                 after,
             });
         }
-        let parsed = parse_header(path, buf, size, limits);
+        let parsed = parse_header(path, bytes, size, limits);
         if buf.capacity() > MAX_KEPT_BUFFER {
             *buf = Vec::new();
         }
         parsed
     })
+}
+
+/// Page size for [`page_aligned_with`] (a multiple of it works as well).
+const PAGE: usize = 4096;
+
+/// Where in a buffer starting at `start` the bytes read from file offset `offset` should go so
+/// that both sit at the same place within a page. The kernel then copies them several times faster
+/// on some CPUs (on AMD EPYC here, a header copied to a page offset 8 bytes after its source's reads
+/// at a quarter of the speed: 10 MiB of headers took 4.5 ms to read instead of 1.1 ms).
+fn page_aligned_with(start: *const u8, offset: usize) -> usize {
+    offset.wrapping_sub(start as usize) % PAGE
 }
 
 /// A thread keeps its header buffer up to this size between reads.

@@ -11,6 +11,7 @@ use std::cmp::Ordering;
 use serde::Serialize;
 
 use crate::dtype::Dtype;
+use crate::header::Shape;
 use crate::problem::{Problem, Severity};
 
 /// The PEFT prefix that module paths are reported without.
@@ -133,17 +134,64 @@ pub struct Module {
     /// The indices, in the scan's tensor list, of the tensors that make up the module, in
     /// natural order (by list or expert index, then A, B, magnitude).
     pub tensor_ids: Vec<u32>,
-    /// What each of those tensors is (beside `tensor_ids`), as inference read its name: `check`
-    /// then needs no name but those it reports.
+    /// What each of those tensors is (beside `tensor_ids`), as inference read its name and shape:
+    /// `check` then reads no tensor entry but those it reports.
     pub(crate) places: Vec<Place>,
+    /// The shapes of the module's tensors, each listed once (or a few times), for `places`.
+    pub(crate) shapes: Vec<Shape>,
 }
 
-/// A factor's family, leaf and slot, as its name says.
+/// A factor's family, leaf and slot, as its name says, and its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Place {
     pub(crate) family: Family,
     pub(crate) leaf: Leaf,
     pub(crate) slot: Slot,
+    /// Where its shape is in the module's `shapes`.
+    pub(crate) shape: u32,
+}
+
+/// How many of the last shapes a module's table is searched for a tensor's shape before it is
+/// added (again): factors share a few shapes, and a module of odd shapes stays linear.
+const RECENT_SHAPES: usize = 4;
+
+/// The module's shape table and where each tensor's shape is in it (factors in `order`).
+fn shape_table(
+    order: &[(Slot, Leaf, usize, Family)],
+    tensors: &[TensorView<'_>],
+) -> (Vec<Shape>, Vec<Place>) {
+    // Element by element: the shapes are short, and a slice comparison calls `memcmp`.
+    let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y);
+    let mut shapes: Vec<Shape> = Vec::new();
+    // The last shape each leaf had: factors in turn (A, B, A, B...) mostly repeat it.
+    let mut last = [0usize; 3];
+    let places = order
+        .iter()
+        .map(|&(slot, leaf, i, family)| {
+            let shape = tensors[i].shape;
+            let hint = last[leaf as usize];
+            let at = if shapes.get(hint).is_some_and(|s| same(s, shape)) {
+                hint
+            } else {
+                let from = shapes.len().saturating_sub(RECENT_SHAPES);
+                if let Some(k) = shapes[from..].iter().position(|s| same(s, shape)) {
+                    from + k
+                } else {
+                    shapes.push(Shape::from_slice(shape));
+                    shapes.len() - 1
+                }
+            };
+            last[leaf as usize] = at;
+            Place {
+                family,
+                leaf,
+                slot,
+                // A module has fewer tensors than a scan, whose indices are 32-bit.
+                shape: u32::try_from(at).unwrap_or(u32::MAX),
+            }
+        })
+        .collect();
+    (shapes, places)
 }
 
 /// The result of grouping.
@@ -484,7 +532,7 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
 
 /// What one module path yields: a module, or tensors that are not adapter parameters after all.
 enum Outcome {
-    Module(Module, Vec<Problem>, Vec<Family>),
+    Module(Box<Module>, Vec<Problem>, Vec<Family>),
     NotAdapter(Vec<usize>),
 }
 
@@ -533,17 +581,16 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
         acc.members.iter().map(|m| (m.2, m.1, m.3, m.0)).collect();
     order.sort_unstable_by_key(|m| (m.0, m.1, m.2));
     let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
-    let places = order
-        .iter()
-        .map(|&(slot, leaf, _, family)| Place { family, leaf, slot })
-        .collect();
     let (mut module, mut problems) = analyze(path, family, &order, tensors, opts);
+    // After the analysis, which read the same shapes in the same order.
+    let (shapes, places) = shape_table(&order, tensors);
     module.tensor_ids = ids;
     module.places = places;
+    module.shapes = shapes;
     if let Some(p) = mixed {
         problems.insert(0, p);
     }
-    Outcome::Module(module, problems, fams)
+    Outcome::Module(Box::new(module), problems, fams)
 }
 
 /// Group tensors into modules and infer each one (in parallel: tensors are grouped in chunks,
@@ -595,7 +642,7 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
                     }
                 }
                 out.problems.extend(problems);
-                out.modules.push(module);
+                out.modules.push(*module);
             }
         }
     }
@@ -748,6 +795,7 @@ fn analyze(
             dtype,
             tensor_ids: Vec::new(),
             places: Vec::new(),
+            shapes: Vec::new(),
         },
         d.problems,
     )

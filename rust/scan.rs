@@ -372,6 +372,7 @@ impl Scan {
                     module: Module {
                         tensor_ids: Vec::new(),
                         places: Vec::new(),
+                        shapes: Vec::new(),
                         ..m.clone()
                     },
                 });

@@ -124,6 +124,39 @@ def test_expert_count_of_mlx_switch_adapter_vs_base(tmp_path: Path) -> None:
     ]
 
 
+def test_every_wrong_expert_factor_is_reported(tmp_path: Path) -> None:
+    """Experts of one module with many different shapes, some right and some wrong: each wrong
+    factor is reported with its own shape, whatever the order the shapes come in."""
+    base = hf_moe_base(tmp_path / "b")
+    rank = 4
+    want = {"A": (rank, HIDDEN), "B": (INTER, rank)}
+    # (A shape, B shape) per expert: right, wrong out, wrong in and out, right again.
+    shapes = [
+        ((rank, HIDDEN), (INTER, rank)),
+        ((rank, HIDDEN), (INTER + 1, rank)),
+        ((rank, HIDDEN + 1), (INTER + 2, rank)),
+        ((rank, HIDDEN), (INTER, rank)),
+    ]
+    t: dict[str, np.ndarray] = {}
+    wrong: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    for layer in range(LAYERS):
+        for e, pair in enumerate(shapes if layer == 0 else shapes[::-1]):
+            for leaf, shape in zip("AB", pair, strict=True):
+                key = f"base_model.model.model.layers.{layer}.mlp.experts.{e}.up_proj.lora_{leaf}.weight"
+                t[key] = np.zeros(shape, np.float32)
+                if shape != want[leaf]:
+                    wrong[key] = (shape, want[leaf])
+    a = tmp_path / "a"
+    save_numpy(a / "adapter_model.safetensors", t)
+    (a / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": rank, "lora_alpha": 8, "target_modules": ["up_proj"]})
+    )
+    report = adapterscan.check(a, base)
+    assert {m.key: (m.saved, m.expected) for m in report.shape_mismatch} == wrong
+    assert len(wrong) == 6
+    assert (report.missing, report.unexpected) == ([], [])
+
+
 def run_bounded(code: str, *args: str) -> str:
     """Run ``code`` in a fresh interpreter that must finish within a minute (an expert count is
     never enumerated, however large)."""
