@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -128,13 +129,30 @@ def test_json_path_does_not_import_numpy_or_mlx(tmp_path: Path) -> None:
     folder = small_adapter(tmp_path)
     code = (
         "import sys; from adapterscan.cli import main; main(['inspect', sys.argv[1], '--json']); "
-        "bad = [m for m in ('numpy', 'mlx', 'rich') if m in sys.modules]; "
+        # shutil too: argparse would import it (and its compression modules) on every start.
+        "bad = [m for m in ('numpy', 'mlx', 'rich', 'shutil') if m in sys.modules]; "
         "sys.stderr.write(repr(bad))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True
     )
     assert proc.stderr == "[]"
+
+
+@pytest.mark.parametrize("columns", [60, 100])
+def test_help_is_as_wide_as_columns_says(columns: int) -> None:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "adapterscan", "check", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    widths = [len(line) for line in proc.stdout.splitlines()]
+    # argparse wraps two columns short of the width; the description fills its lines.
+    assert max(widths) <= columns - 2
+    assert max(widths) >= columns - 12
 
 
 @pytest.mark.mlx

@@ -8,6 +8,7 @@ Data goes to standard output, diagnostics to standard error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,45 @@ EXIT_FINDINGS = 1
 EXIT_ERROR = 2
 
 
+def _columns() -> int:
+    """The terminal's width, found as ``shutil.get_terminal_size`` finds it.
+
+    ``$COLUMNS``, then standard output's terminal, then 80; without importing ``shutil``: argparse
+    builds a help formatter for every argument it adds, and ``shutil``'s compression imports
+    would cost every start a few milliseconds.
+    """
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    stdout = sys.__stdout__
+    if columns <= 0 and stdout is not None:
+        try:
+            columns = os.get_terminal_size(stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+class _Help(argparse.HelpFormatter):
+    """argparse's help layout, as wide as the terminal (see :func:`_columns`)."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        # As argparse: two columns short of the terminal.
+        width = _columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _RawDescriptionHelp(_Help, argparse.RawDescriptionHelpFormatter):
+    """As :class:`_Help`, with the description and epilog kept as written."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="adapterscan",
@@ -30,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
             "Inspect and validate LoRA/DoRA adapters (mlx-lm, mlx-vlm, Unsloth, PEFT) from their "
             "safetensors headers, without reading tensor data."
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawDescriptionHelp,
         epilog=(
             "examples:\n"
             "  adapterscan inspect adapters/\n"
@@ -44,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser(
         "inspect",
+        formatter_class=_Help,
         help="show an adapter's modules, ranks, dims and problems",
         description=(
             "Read an adapter's safetensors headers (and adapter_config.json) and show every LoRA "
@@ -77,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 
     chk = sub.add_parser(
         "check",
+        formatter_class=_Help,
         help="will this adapter fit this base model? (headers only)",
         description=(
             "Compare an adapter's tensors with the modules of a base model folder (config.json "
@@ -93,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "repair",
+        formatter_class=_Help,
         help="rewrite an incomplete or stale adapter_config.json from the tensors",
         description=(
             "Rewrite adapter_config.json from what the tensors prove (ranks, DoRA, exact module "
@@ -108,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
     conv = sub.add_parser(
         "convert",
+        formatter_class=_Help,
         help="convert between PEFT and mlx-lm adapter layouts (needs adapterscan[mlx])",
         description=(
             "--to mlx: write a PEFT adapter folder as an mlx-lm adapter that stock mlx-lm loads "
@@ -139,6 +183,7 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
+        formatter_class=_Help,
         help="build small real adapters with mlx-lm and inspect them (needs adapterscan[mlx])",
         description=(
             "Build tiny models with mlx-lm, attach LoRA, DoRA and MoE switch LoRA with mlx-lm's "
