@@ -346,6 +346,35 @@ pub(crate) fn expert_split_into(path: &str, out: &mut String) -> Option<u64> {
     Some(e)
 }
 
+/// A per-expert module path met lately, split around its expert index: up to and including
+/// `experts.`, and after the index's dot; and the group of its grouped path (the two joined).
+#[derive(Debug, Clone, Copy)]
+struct ExpertKey<'a> {
+    prefix: &'a str,
+    rest: &'a str,
+    group: usize,
+}
+
+/// How many per-expert paths are remembered: the modules of an expert (gate, up, down...) come in
+/// turn, then the next expert's.
+const RECENT_EXPERT_KEYS: usize = 4;
+
+/// The group and expert index of `path` when it splits as a recent path did: the same bytes up
+/// to the index, then digits and a dot, then the same bytes after. Its first `experts.<digits>.`
+/// is then where [`find_expert`] finds it (an earlier candidate would lie in the shared bytes, and
+/// failed there), so its grouped path is the recent one's: no search, no copy, no hash.
+fn recent_expert(path: &str, recent: &[ExpertKey<'_>]) -> Option<(usize, u64)> {
+    recent.iter().find_map(|k| {
+        let tail = path.strip_prefix(k.prefix)?;
+        let len = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let rest = tail.get(len..)?.strip_prefix('.')?;
+        if len == 0 || rest != k.rest {
+            return None;
+        }
+        Some((k.group, tail[..len].parse().ok()?))
+    })
+}
+
 const EMBEDDING_NAMES: &[&str] = &[
     "embed_tokens",
     "wte",
@@ -485,6 +514,8 @@ type Groups = indexmap::IndexMap<String, Acc, foldhash::fast::RandomState>;
 fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
     let mut groups = Groups::default();
     let mut scratch = String::new();
+    let mut recent: smallvec::SmallVec<[ExpertKey<'_>; RECENT_EXPERT_KEYS]> =
+        smallvec::SmallVec::new();
     let mut non_adapter = Vec::new();
     // The previous tensor's module path (as classified), whether it was read as PEFT, its group
     // and expert: a module's factors are usually side by side, and then share all of these.
@@ -503,20 +534,37 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
         let (index, expert) = match previous {
             Some((p, was_peft, index, expert)) if p == path && was_peft == peft => (index, expert),
             _ => {
-                let mut key: &str = path;
-                let mut expert = None;
-                if peft {
-                    if let Some(e) = expert_split_into(path, &mut scratch) {
-                        key = &scratch;
-                        expert = Some(e);
+                if let Some((index, e)) = peft.then(|| recent_expert(path, &recent)).flatten() {
+                    (index, Some(e))
+                } else {
+                    let split = peft.then(|| find_expert(path)).flatten();
+                    let key: &str = match split {
+                        Some((_, digits, end, _)) => {
+                            scratch.clear();
+                            scratch.push_str(&path[..digits]);
+                            scratch.push_str(&path[end + 1..]);
+                            &scratch
+                        }
+                        None => path,
+                    };
+                    // Look up by &str first: a String is allocated only for a new module.
+                    let index = match groups.get_index_of(key) {
+                        Some(index) => index,
+                        None => groups.insert_full(key.to_string(), Acc::default()).0,
+                    };
+                    if let Some((_, digits, end, _)) = split {
+                        let k = ExpertKey {
+                            prefix: &path[..digits],
+                            rest: &path[end + 1..],
+                            group: index,
+                        };
+                        if recent.len() == RECENT_EXPERT_KEYS {
+                            recent.remove(0);
+                        }
+                        recent.push(k);
                     }
+                    (index, split.map(|s| s.3))
                 }
-                // Look up by &str first: a String is allocated only for a new module.
-                let index = match groups.get_index_of(key) {
-                    Some(index) => index,
-                    None => groups.insert_full(key.to_string(), Acc::default()).0,
-                };
-                (index, expert)
             }
         };
         previous = Some((path, peft, index, expert));
@@ -1647,6 +1695,46 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Grouping (which reuses the split of recent per-expert paths) puts every tensor where
+        /// splitting each path on its own would.
+        #[test]
+        fn grouping_matches_splitting_each_path(
+            items in proptest::collection::vec((
+                proptest::sample::select(vec!["m.", "m.experts.", "xexperts.", "m.experts.7.experts.", "n.experts.9x."]),
+                proptest::sample::select(vec!["0", "1", "01", "12", "", "99999999999999999999", "3x"]),
+                proptest::sample::select(vec![".gate_proj.", ".up_proj.", ".", ".experts.2.down."]),
+                proptest::sample::select(vec!["lora_A.weight", "lora_B.weight", "lora_a"]),
+            ), 0..40),
+        ) {
+            let names: Vec<String> = items
+                .iter()
+                .map(|(a, e, b, leaf)| format!("{PEFT_PREFIX}{a}{e}{b}{leaf}"))
+                .collect();
+            let views: Vec<TensorView<'_>> = names
+                .iter()
+                .map(|n| TensorView { name: n, dtype: Dtype::from_name("F32").unwrap(), shape: &[] })
+                .collect();
+            let (groups, non_adapter) = group(&views, 0);
+            let mut naive: Vec<(String, Slot, usize)> = Vec::new();
+            for (i, t) in views.iter().enumerate() {
+                let stripped = t.name.strip_prefix(PEFT_PREFIX).unwrap();
+                let Some((path, family, _, slot)) = classify(stripped) else { continue };
+                let mut key = String::new();
+                let split = if family.is_peft() { expert_split_into(path, &mut key) } else { None };
+                match split {
+                    Some(e) => naive.push((key, Slot::Expert(e), i)),
+                    None => naive.push((path.to_string(), slot, i)),
+                }
+            }
+            let mut grouped: Vec<(String, Slot, usize)> = groups
+                .iter()
+                .flat_map(|(k, acc)| acc.members.iter().map(move |m| (k.clone(), m.2, m.3)))
+                .collect();
+            grouped.sort_by_key(|g| g.2);
+            proptest::prop_assert_eq!(grouped, naive);
+            proptest::prop_assert_eq!(non_adapter.len() + groups.values().map(|a| a.members.len()).sum::<usize>(), views.len());
+        }
+
         /// Any mix of names and shapes infers without panicking, and every tensor is accounted for.
         #[test]
         fn inference_never_panics(
