@@ -1,35 +1,110 @@
-//! Parallel where it pays: handing work to the thread pool costs a few tens of microseconds (a
-//! thread switch from the caller's thread), more than a small adapter takes in all.
+//! Parallel where it pays, with the calling thread working too.
+//!
+//! Handing work to the thread pool costs a few tens of microseconds (a thread switch from the
+//! caller's thread), more than a small adapter takes in all: below [`MIN_PARALLEL`] work stays on
+//! the calling thread. Above it, the calling thread (Python's, or a loader's) is not parked while
+//! the pool does the work: it takes items in turn with the pool's threads, which join as they
+//! wake. A pool thread that has slept for a while can take milliseconds to wake (on a busy or
+//! virtual machine more than a scan of a large adapter takes); the work then does not wait for
+//! it. Called from a pool thread, the pool's own work stealing is used.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
 
 /// Below this many tensors (or modules' tensors), work stays on the calling thread.
 pub const MIN_PARALLEL: usize = 4096;
 
-/// `items.map(f).collect()`, on the pool when `parallel`.
+/// How many pool threads help a caller that is not one of them: as many as leave one core for the
+/// caller (none when the pool has a single thread).
+fn helpers() -> usize {
+    rayon::current_num_threads().saturating_sub(1)
+}
+
+fn on_pool() -> bool {
+    rayon::current_thread_index().is_some()
+}
+
+/// `items.map(f).collect()`, in parallel when `parallel` (and there are two items or more).
 pub fn map<'a, T: Sync, R: Send>(
     items: &'a [T],
     parallel: bool,
     f: impl Fn(&'a T) -> R + Sync + Send,
 ) -> Vec<R> {
-    if parallel {
-        items.par_iter().map(f).collect()
-    } else {
-        items.iter().map(f).collect()
+    if !parallel || items.len() < 2 || helpers() == 0 {
+        return items.iter().map(f).collect();
     }
+    if on_pool() {
+        return items.par_iter().map(f).collect();
+    }
+    // Each participant takes the next item until none is left, and keeps its results (with their
+    // positions) to itself until done.
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<(usize, R)>> = Mutex::new(Vec::with_capacity(items.len()));
+    let take = || {
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            mine.push((i, f(item)));
+        }
+        if !mine.is_empty() {
+            done.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .append(&mut mine);
+        }
+    };
+    rayon::in_place_scope(|s| {
+        for _ in 0..helpers().min(items.len() - 1) {
+            s.spawn(|_| take());
+        }
+        take();
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_unstable_by_key(|d| d.0);
+    done.into_iter().map(|d| d.1).collect()
 }
 
-/// `items.map(f)` collected into a `Result`, on the pool when `parallel`.
+/// `items.map(f)` collected into a `Result` (the first error in item order), in parallel as
+/// [`map`].
 pub fn try_map<'a, T: Sync, R: Send, E: Send>(
     items: &'a [T],
     parallel: bool,
     f: impl Fn(&'a T) -> Result<R, E> + Sync + Send,
 ) -> Result<Vec<R>, E> {
-    if parallel {
-        items.par_iter().map(f).collect()
-    } else {
-        items.iter().map(f).collect()
+    if !parallel {
+        return items.iter().map(f).collect();
     }
+    map(items, parallel, f).into_iter().collect()
+}
+
+/// `(a(), b())`, `b` on a pool thread if one takes it before the caller is done with `a`.
+// The Python module's `check_paths` uses it (the crate alone does not).
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub fn join<RA: Send, RB: Send>(a: impl Fn() -> RA + Sync, b: impl Fn() -> RB + Sync) -> (RA, RB) {
+    if helpers() == 0 {
+        return (a(), b());
+    }
+    if on_pool() {
+        return rayon::join(&a, &b);
+    }
+    let taken = AtomicBool::new(false);
+    let helped: Mutex<Option<RB>> = Mutex::new(None);
+    let (ra, mine) = rayon::in_place_scope(|s| {
+        s.spawn(|_| {
+            if !taken.swap(true, Ordering::AcqRel) {
+                let rb = b();
+                *helped.lock().unwrap_or_else(PoisonError::into_inner) = Some(rb);
+            }
+        });
+        let ra = a();
+        let mine = (!taken.swap(true, Ordering::AcqRel)).then(&b);
+        (ra, mine)
+    });
+    // `b` ran once, on one side or the other; never run again here.
+    let helped = helped.into_inner().unwrap_or_else(PoisonError::into_inner);
+    (ra, mine.or(helped).unwrap_or_else(b))
 }
 
 #[cfg(test)]
@@ -39,9 +114,44 @@ mod tests {
     #[test]
     fn same_result_either_way() {
         let items: Vec<u32> = (0..100).collect();
-        assert_eq!(map(&items, true, |x| x * 2), map(&items, false, |x| x * 2));
-        let f = |x: &u32| if *x == 50 { Err(*x) } else { Ok(*x) };
-        assert_eq!(try_map(&items, true, f), Err(50));
-        assert_eq!(try_map(&items, false, f), Err(50));
+        let serial = map(&items, false, |x| x * 2);
+        assert_eq!(map(&items, true, |x| x * 2), serial);
+        // From a pool thread too, and in a pool of one thread.
+        assert_eq!(rayon::scope(|_| map(&items, true, |x| x * 2)), serial);
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let one = one.expect("a pool of one thread");
+        assert_eq!(one.install(|| map(&items, true, |x| x * 2)), serial);
+        assert_eq!(one.install(|| join(|| 1, || 2)), (1, 2));
+        let f = |x: &u32| if *x % 50 == 49 { Err(*x) } else { Ok(*x) };
+        assert_eq!(try_map(&items, true, f), Err(49));
+        assert_eq!(try_map(&items, false, f), Err(49));
+    }
+
+    #[test]
+    fn join_runs_each_side_once() {
+        let runs = AtomicUsize::new(0);
+        for _ in 0..200 {
+            let (a, b) = join(
+                || 1,
+                || {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    2
+                },
+            );
+            assert_eq!((a, b), (1, 2));
+        }
+        assert_eq!(runs.load(Ordering::Relaxed), 200);
+    }
+
+    #[test]
+    fn every_item_once_whoever_takes_it() {
+        let items: Vec<usize> = (0..10_000).collect();
+        let calls = AtomicUsize::new(0);
+        let out = map(&items, true, |&x| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            x
+        });
+        assert_eq!(out, items);
+        assert_eq!(calls.load(Ordering::Relaxed), items.len());
     }
 }

@@ -758,7 +758,7 @@ fn check_paths(
         },
     };
     let result = py.detach(move || {
-        let (s, e) = rayon::join(
+        let (s, e) = crate::par::join(
             || run_scan(&adapter, &opts),
             || crate::base::read_base(&base, &limits),
         );

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::{parse_config, peft_pattern, AdapterConfig, PeftRanks, Schema, TargetModules};
@@ -689,30 +688,37 @@ pub(crate) fn read_sharded(
     limits: &Limits,
     read: impl Fn(&PathBuf) -> Result<Header> + Sync,
 ) -> Result<Sharded> {
-    let (index, early) = rayon::join(
-        || read_index(index_path, limits),
-        || {
-            candidates
-                .par_iter()
-                .map(|f| (f, read(f)))
-                .collect::<Vec<_>>()
-        },
-    );
-    let index = index?;
+    // The index first: it is the largest piece.
+    let tasks: Vec<Option<&PathBuf>> = std::iter::once(None)
+        .chain(candidates.iter().map(Some))
+        .collect();
+    let mut index = None;
+    let mut early: HashMap<&PathBuf, Result<Header>> = HashMap::new();
+    let done = crate::par::map(&tasks, tasks.len() > 1, |task| match task {
+        None => Err(read_index(index_path, limits)),
+        Some(f) => Ok((*f, read(f))),
+    });
+    for d in done {
+        match d {
+            Err(i) => index = Some(i),
+            Ok((f, header)) => {
+                early.insert(f, header);
+            }
+        }
+    }
+    // (Read above: the fallback never runs.)
+    let index = index.unwrap_or_else(|| read_index(index_path, limits))?;
     let files = index
         .shard_names()
         .iter()
         .map(|s| confine(index_path, folder, s, Some(".safetensors")))
         .collect::<Result<Vec<_>>>()?;
-    let mut early: HashMap<&PathBuf, Result<Header>> = early.into_iter().collect();
-    let late: Vec<Option<Result<Header>>> = files
-        .par_iter()
-        .map(|f| (!early.contains_key(f)).then(|| read(f)))
-        .collect();
+    let missing: Vec<&PathBuf> = files.iter().filter(|f| !early.contains_key(f)).collect();
+    let late = crate::par::map(&missing, missing.len() > 1, |f| (*f, read(f)));
+    early.extend(late);
     let headers = files
         .iter()
-        .zip(late)
-        .map(|(f, late)| late.or_else(|| early.remove(f)).unwrap_or_else(|| read(f)))
+        .map(|f| early.remove(f).unwrap_or_else(|| read(f)))
         .collect::<Result<Vec<_>>>()?;
     let mut unreferenced: Vec<PathBuf> = early.into_keys().cloned().collect();
     unreferenced.sort();
@@ -888,22 +894,22 @@ pub(crate) fn check_index(
             v.push(key);
         }
     }
+    let pairs: Vec<(&Header, &Vec<&str>)> = headers.iter().zip(&listed_in).collect();
     let consistent = listed_in.len() == headers.len()
-        && headers
-            .par_iter()
-            .zip(listed_in.par_iter())
-            .all(|(h, keys)| {
-                keys.len() == h.tensors.len()
-                    && (
-                        // Writers usually list a shard's names in the index's order (both sorted,
-                        // or both in insertion order): then no set is needed.
-                        keys.iter().zip(h.iter()).all(|(k, t)| *k == t.name) || {
-                            let mut names: foldhash::HashSet<&str> =
-                                h.iter().map(|t| t.name).collect();
-                            keys.iter().all(|k| names.remove(k))
-                        }
-                    )
-            });
+        && crate::par::map(&pairs, true, |&(h, keys)| {
+            keys.len() == h.tensors.len()
+                && (
+                    // Writers usually list a shard's names in the index's order (both sorted,
+                    // or both in insertion order): then no set is needed.
+                    keys.iter().zip(h.iter()).all(|(k, t)| *k == t.name) || {
+                        let mut names: foldhash::HashSet<&str> = h.iter().map(|t| t.name).collect();
+                        keys.iter().all(|k| names.remove(k))
+                    }
+                )
+        })
+        .into_iter()
+        .all(|ok| ok);
+    drop(pairs);
     drop(listed_in);
     if consistent {
         return consistent_index(index_path, index, headers, problems);
@@ -1057,16 +1063,13 @@ fn disjoint_by_hash(headers: &[Header]) -> bool {
     if headers.len() < 2 {
         return true;
     }
-    let computed: Vec<Vec<u64>> = headers
-        .par_iter()
-        .map(|h| {
-            if h.name_hashes.len() == h.tensors.len() {
-                Vec::new()
-            } else {
-                h.iter().map(|t| name_hash(t.name)).collect()
-            }
-        })
-        .collect();
+    let computed: Vec<Vec<u64>> = crate::par::map(headers, true, |h| {
+        if h.name_hashes.len() == h.tensors.len() {
+            Vec::new()
+        } else {
+            h.iter().map(|t| name_hash(t.name)).collect()
+        }
+    });
     let lists: Vec<&[u64]> = headers
         .iter()
         .zip(&computed)
