@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Result, ScanError};
 use crate::header::{read_header, read_small_file, Header, Limits};
-use crate::lora::{expert_split_into, looks_like_embedding, sort_natural, Kind};
+use crate::lora::{looks_like_embedding, sort_natural, ExpertSplit, Kind, RecentExperts};
 use crate::problem::{Problem, Severity};
 use crate::scan::{check_index, layer_split, read_sharded, Tensors};
 
@@ -199,9 +199,6 @@ struct Partial<'a> {
     implausible: Vec<(&'a str, u64)>,
 }
 
-/// How many expert groups of a file are compared by name before their map is looked up.
-const RECENT_GROUPS: usize = 4;
-
 /// The most experts one module may have (models have up to a few hundred). An expert count comes
 /// from a shape or a name, and a check lists every expert's names, so a base claiming more is
 /// reported instead of used.
@@ -247,7 +244,7 @@ fn build_targets(
     let parts = crate::par::map(headers, parallel, |h| {
         let mut part = Partial::default();
         let mut scratch = String::new();
-        let mut recent: Vec<usize> = Vec::with_capacity(RECENT_GROUPS);
+        let mut recent = RecentExperts::default();
         for t in h.iter() {
             let Some(path) = t.name.strip_suffix(".weight") else {
                 continue;
@@ -255,25 +252,19 @@ fn build_targets(
             let shape = t.info.shape.as_slice();
             let quantized = !scales.is_empty() && scales.contains(path);
             if shape.len() == 2 {
-                if let Some(e) = expert_split_into(path, &mut scratch) {
-                    // The expert's projections come in turn (gate, up, down, gate, ...): the
-                    // last few groups are compared before the map is hashed.
-                    let known = recent.iter().copied().find(|&i| {
-                        part.experts
-                            .get_index(i)
-                            .is_some_and(|(k, _)| *k == scratch)
-                    });
-                    let index = known.unwrap_or_else(|| {
-                        let i = match part.experts.get_index_of(scratch.as_str()) {
-                            Some(i) => i,
-                            None => part.experts.insert_full(scratch.clone(), Vec::new()).0,
-                        };
-                        if recent.len() == RECENT_GROUPS {
-                            recent.remove(0);
-                        }
-                        recent.push(i);
-                        i
-                    });
+                // The expert's projections come in turn (gate, up, down, gate, ...): a path that
+                // splits as a recent one did joins its group with no search or hash.
+                let found = recent.find(path).or_else(|| {
+                    let split = ExpertSplit::of(path)?;
+                    split.grouped_into(path, &mut scratch);
+                    let index = match part.experts.get_index_of(scratch.as_str()) {
+                        Some(i) => i,
+                        None => part.experts.insert_full(scratch.clone(), Vec::new()).0,
+                    };
+                    recent.remember(path, split, index);
+                    Some((index, split.expert))
+                });
+                if let Some((index, e)) = found {
                     part.experts[index].push((e, (shape, quantized, path)));
                     continue;
                 }

@@ -339,40 +339,78 @@ fn find_expert(path: &str) -> Option<(usize, usize, usize, u64)> {
 
 /// As [`expert_split`], writing the grouped path into `out` (reused across calls).
 pub(crate) fn expert_split_into(path: &str, out: &mut String) -> Option<u64> {
-    let (_, digits, end, e) = find_expert(path)?;
-    out.clear();
-    out.push_str(&path[..digits]);
-    out.push_str(&path[end + 1..]);
-    Some(e)
+    let split = ExpertSplit::of(path)?;
+    split.grouped_into(path, out);
+    Some(split.expert)
 }
 
-/// A per-expert module path met lately, split around its expert index: up to and including
-/// `experts.`, and after the index's dot; and the group of its grouped path (the two joined).
+/// Where a path's expert index is: its first `experts.<digits>.` at a component boundary.
 #[derive(Debug, Clone, Copy)]
-struct ExpertKey<'a> {
-    prefix: &'a str,
-    rest: &'a str,
-    group: usize,
+pub(crate) struct ExpertSplit {
+    /// Start of the digits (just after `experts.`).
+    digits: usize,
+    /// End of the digits (at their dot).
+    end: usize,
+    /// The expert index.
+    pub(crate) expert: u64,
+}
+
+impl ExpertSplit {
+    /// Find the split of `path`, if it has an expert index.
+    pub(crate) fn of(path: &str) -> Option<Self> {
+        let (_, digits, end, expert) = find_expert(path)?;
+        Some(Self {
+            digits,
+            end,
+            expert,
+        })
+    }
+
+    /// Write the grouped path (without the index) into `out`.
+    pub(crate) fn grouped_into(self, path: &str, out: &mut String) {
+        out.clear();
+        out.push_str(&path[..self.digits]);
+        out.push_str(&path[self.end + 1..]);
+    }
 }
 
 /// How many per-expert paths are remembered: the modules of an expert (gate, up, down...) come in
 /// turn, then the next expert's.
 const RECENT_EXPERT_KEYS: usize = 4;
 
-/// The group and expert index of `path` when it splits as a recent path did: the same bytes up
-/// to the index, then digits and a dot, then the same bytes after. Its first `experts.<digits>.`
-/// is then where [`find_expert`] finds it (an earlier candidate would lie in the shared bytes, and
-/// failed there), so its grouped path is the recent one's: no search, no copy, no hash.
-fn recent_expert(path: &str, recent: &[ExpertKey<'_>]) -> Option<(usize, u64)> {
-    recent.iter().find_map(|k| {
-        let tail = path.strip_prefix(k.prefix)?;
-        let len = tail.bytes().take_while(u8::is_ascii_digit).count();
-        let rest = tail.get(len..)?.strip_prefix('.')?;
-        if len == 0 || rest != k.rest {
-            return None;
+/// Per-expert paths met lately, each split around its expert index (the bytes up to and
+/// including `experts.`, and those after the index's dot), with the group of its grouped path.
+#[derive(Debug, Default)]
+pub(crate) struct RecentExperts<'a> {
+    keys: smallvec::SmallVec<[(&'a str, &'a str, usize); RECENT_EXPERT_KEYS]>,
+}
+
+impl<'a> RecentExperts<'a> {
+    /// The group and expert index of `path` when it splits as a recent path did: the same bytes
+    /// up to the index, then digits and a dot, then the same bytes after. Its first
+    /// `experts.<digits>.` is then where [`ExpertSplit::of`] finds it (an earlier candidate would
+    /// lie in the shared bytes, and failed there), so its grouped path is the recent one's: no
+    /// search, no copy, no hash.
+    pub(crate) fn find(&self, path: &str) -> Option<(usize, u64)> {
+        self.keys.iter().find_map(|&(prefix, rest, group)| {
+            let tail = path.strip_prefix(prefix)?;
+            let len = tail.bytes().take_while(u8::is_ascii_digit).count();
+            let after = tail.get(len..)?.strip_prefix('.')?;
+            if len == 0 || after != rest {
+                return None;
+            }
+            Some((group, tail[..len].parse().ok()?))
+        })
+    }
+
+    /// Remember `path`, split at `split`, as a member of `group`.
+    pub(crate) fn remember(&mut self, path: &'a str, split: ExpertSplit, group: usize) {
+        if self.keys.len() == RECENT_EXPERT_KEYS {
+            self.keys.remove(0);
         }
-        Some((k.group, tail[..len].parse().ok()?))
-    })
+        self.keys
+            .push((&path[..split.digits], &path[split.end + 1..], group));
+    }
 }
 
 const EMBEDDING_NAMES: &[&str] = &[
@@ -514,8 +552,7 @@ type Groups = indexmap::IndexMap<String, Acc, foldhash::fast::RandomState>;
 fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
     let mut groups = Groups::default();
     let mut scratch = String::new();
-    let mut recent: smallvec::SmallVec<[ExpertKey<'_>; RECENT_EXPERT_KEYS]> =
-        smallvec::SmallVec::new();
+    let mut recent = RecentExperts::default();
     let mut non_adapter = Vec::new();
     // The previous tensor's module path (as classified), whether it was read as PEFT, its group
     // and expert: a module's factors are usually side by side, and then share all of these.
@@ -534,15 +571,13 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
         let (index, expert) = match previous {
             Some((p, was_peft, index, expert)) if p == path && was_peft == peft => (index, expert),
             _ => {
-                if let Some((index, e)) = peft.then(|| recent_expert(path, &recent)).flatten() {
+                if let Some((index, e)) = peft.then(|| recent.find(path)).flatten() {
                     (index, Some(e))
                 } else {
-                    let split = peft.then(|| find_expert(path)).flatten();
+                    let split = peft.then(|| ExpertSplit::of(path)).flatten();
                     let key: &str = match split {
-                        Some((_, digits, end, _)) => {
-                            scratch.clear();
-                            scratch.push_str(&path[..digits]);
-                            scratch.push_str(&path[end + 1..]);
+                        Some(split) => {
+                            split.grouped_into(path, &mut scratch);
                             &scratch
                         }
                         None => path,
@@ -552,18 +587,10 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
                         Some(index) => index,
                         None => groups.insert_full(key.to_string(), Acc::default()).0,
                     };
-                    if let Some((_, digits, end, _)) = split {
-                        let k = ExpertKey {
-                            prefix: &path[..digits],
-                            rest: &path[end + 1..],
-                            group: index,
-                        };
-                        if recent.len() == RECENT_EXPERT_KEYS {
-                            recent.remove(0);
-                        }
-                        recent.push(k);
+                    if let Some(split) = split {
+                        recent.remember(path, split, index);
                     }
-                    (index, split.map(|s| s.3))
+                    (index, split.map(|s| s.expert))
                 }
             }
         };
