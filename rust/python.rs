@@ -758,7 +758,8 @@ fn check_paths(
         },
     };
     let result = py.detach(move || {
-        let (s, e) = crate::par::join(
+        // Two large parallel jobs side by side: both on the pool (see `par`).
+        let (s, e) = rayon::join(
             || run_scan(&adapter, &opts),
             || crate::base::read_base(&base, &limits),
         );
