@@ -462,6 +462,40 @@ struct ModuleCx<'s> {
 /// expert slot or not, and saved shape.
 type AnswerFor = ((Family, Leaf, bool, u32), Option<Shape>);
 
+/// Follows a module's factors to tell whether they come A, B (then a magnitude) for each slot,
+/// slots increasing: every A with its B, every B with its A.
+#[derive(Debug, Default)]
+struct PairOrder {
+    /// The slot of an A waiting for its B.
+    open: Option<Slot>,
+    /// The slot of the last complete pair.
+    last: Option<Slot>,
+    broken: bool,
+}
+
+impl PairOrder {
+    fn step(&mut self, slot: Slot, leaf: Leaf) {
+        let fits = match leaf {
+            Leaf::A => self.open.is_none() && self.last.is_none_or(|l| l < slot),
+            Leaf::B => self.open == Some(slot),
+            Leaf::M => self.open.is_none() && self.last == Some(slot),
+        };
+        self.broken |= !fits;
+        match leaf {
+            Leaf::A => self.open = Some(slot),
+            Leaf::B => {
+                self.open = None;
+                self.last = Some(slot);
+            }
+            Leaf::M => {}
+        }
+    }
+
+    fn complete(&self) -> bool {
+        !self.broken && self.open.is_none()
+    }
+}
+
 /// Check one saved module against the model's module at its path.
 fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let mut f = Findings::default();
@@ -497,9 +531,11 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     }
     let want_rank = cx.ranks.for_module(&m.path).or(m.rank);
     let name = |id: u32| cx.scan.tensors.get(id as usize).name;
-    let mut experts_seen: Vec<u64> = Vec::with_capacity(m.tensor_ids.len());
-    // (slot, leaf, tensor) of every factor, to find half pairs afterwards.
-    let mut factors: Vec<(Slot, Leaf, u32)> = Vec::with_capacity(m.tensor_ids.len());
+    // Whether the factors come as inference lists a complete module: A then B (then a DoRA
+    // magnitude) for each slot, slots increasing. Then no factor lacks its partner, and the
+    // experts seen are the distinct ones counted here; otherwise both are worked out afterwards.
+    let mut order = PairOrder::default();
+    let mut experts_in_range = 0u64;
     let mut answers: smallvec::SmallVec<[AnswerFor; 4]> = smallvec::SmallVec::new();
     // What each tensor is and its shape, as inference read them: no tensor entry is read again
     // unless it is reported (a module's entries are spread over its file).
@@ -513,14 +549,14 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         },
     ) in m.tensor_ids.iter().zip(&m.places)
     {
-        factors.push((slot, leaf, id));
+        order.step(slot, leaf);
         let saved = m.shapes[shape as usize].as_slice();
         if let Slot::Expert(e) = slot {
             if t.num_experts.is_some_and(|n| e >= n) {
                 f.unexpected.push(name(id).to_string());
                 continue;
             }
-            experts_seen.push(e);
+            experts_in_range += u64::from(leaf == Leaf::A);
         }
         // The expected shape depends on the family, the leaf, whether the slot is an expert's
         // and (through the rank) the saved shape: a module's factors have a few of these.
@@ -547,22 +583,31 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
             });
         }
     }
-    // Half pairs: name the missing partner of each lone factor (A without B, or B without A).
-    // Sorted by slot, each slot's factors are side by side (the report is sorted at the end).
-    // Inference lists a module's factors in that order already.
-    if !factors.is_sorted_by_key(|f| (f.0, f.1)) {
-        factors.sort_unstable_by_key(|f| (f.0, f.1));
-    }
-    for slot in factors.chunk_by(|a, b| a.0 == b.0) {
-        for &(_, leaf, id) in slot {
-            let other = match leaf {
-                Leaf::A => Leaf::B,
-                Leaf::B => Leaf::A,
-                Leaf::M => continue,
-            };
-            if !slot.iter().any(|f| f.1 == other) {
-                if let Some(p) = partner(name(id)) {
-                    f.missing.push(p);
+    let paired = order.complete();
+    if !paired {
+        // Half pairs: name the missing partner of each lone factor (A without B, or B without
+        // A). Sorted by slot, each slot's factors are side by side (the report is sorted at the
+        // end).
+        let mut factors: Vec<(Slot, Leaf, u32)> = m
+            .places
+            .iter()
+            .zip(&m.tensor_ids)
+            .map(|(p, &id)| (p.slot, p.leaf, id))
+            .collect();
+        if !factors.is_sorted_by_key(|f| (f.0, f.1)) {
+            factors.sort_unstable_by_key(|f| (f.0, f.1));
+        }
+        for slot in factors.chunk_by(|a, b| a.0 == b.0) {
+            for &(_, leaf, id) in slot {
+                let other = match leaf {
+                    Leaf::A => Leaf::B,
+                    Leaf::B => Leaf::A,
+                    Leaf::M => continue,
+                };
+                if !slot.iter().any(|f| f.1 == other) {
+                    if let Some(p) = partner(name(id)) {
+                        f.missing.push(p);
+                    }
                 }
             }
         }
@@ -574,12 +619,23 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
             format!("{}.m", m.path)
         });
     }
-    if m.layout == "peft_per_expert" {
+    let n = t.num_experts.unwrap_or(0);
+    // In order and paired, the in-range experts are distinct and increasing: n of them below n
+    // are all of them.
+    if m.layout == "peft_per_expert" && !(paired && experts_in_range == n) {
+        let mut experts_seen: Vec<u64> = m
+            .places
+            .iter()
+            .filter_map(|p| match p.slot {
+                Slot::Expert(e) if e < n => Some(e),
+                _ => None,
+            })
+            .collect();
         if !experts_seen.is_sorted() {
             experts_seen.sort_unstable();
         }
         let mut seen = experts_seen.iter().copied().peekable();
-        for e in 0..t.num_experts.unwrap_or(0) {
+        for e in 0..n {
             while seen.next_if(|&x| x < e).is_some() {}
             if seen.peek() != Some(&e) {
                 let p = per_expert_path(&t.path, e);

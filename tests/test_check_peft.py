@@ -93,6 +93,25 @@ def test_missing_and_extra_experts(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("lone", ["A", "B"])
+def test_a_lone_expert_factor_names_its_partner(tmp_path: Path, lone: str) -> None:
+    # Expert 1 of layer 0 keeps one factor: its partner is missing, the expert is not.
+    folder = peft_adapter(tmp_path / "a")
+    path = folder / "adapter_model.safetensors"
+    from safetensors.numpy import load_file
+
+    t = load_file(path)
+    gone = "B" if lone == "A" else "A"
+    del t[f"base_model.model.model.layers.0.mlp.experts.1.up_proj.lora_{gone}.weight"]
+    save_numpy(path, t)
+    report = adapterscan.check(folder, hf_moe_base(tmp_path / "b"))
+    assert report.missing == [
+        f"base_model.model.model.layers.0.mlp.experts.1.up_proj.lora_{gone}.weight"
+    ]
+    assert report.unexpected == []
+    assert not report.ok
+
+
 def test_targets_promise_modules(tmp_path: Path) -> None:
     base = hf_moe_base(tmp_path / "b")
     folder = peft_adapter(tmp_path / "a")
