@@ -758,8 +758,7 @@ fn check_paths(
         },
     };
     let result = py.detach(move || {
-        // Two large parallel jobs side by side: both on the pool (see `par`).
-        let (s, e) = rayon::join(
+        let (s, e) = crate::par::join(
             || run_scan(&adapter, &opts),
             || crate::base::read_base(&base, &limits),
         );
