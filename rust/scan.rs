@@ -688,25 +688,30 @@ pub(crate) fn read_sharded(
     limits: &Limits,
     read: impl Fn(&PathBuf) -> Result<Header> + Sync,
 ) -> Result<Sharded> {
+    /// One piece of the first reads, and what it gave.
+    enum Read<'p> {
+        Index(Result<ShardIndex>),
+        Header(&'p PathBuf, Result<Header>),
+    }
     // The index first: it is the largest piece.
     let tasks: Vec<Option<&PathBuf>> = std::iter::once(None)
         .chain(candidates.iter().map(Some))
         .collect();
+    let done = crate::par::map(&tasks, tasks.len() > 1, |task| match task {
+        None => Read::Index(read_index(index_path, limits)),
+        Some(f) => Read::Header(f, read(f)),
+    });
     let mut index = None;
     let mut early: HashMap<&PathBuf, Result<Header>> = HashMap::new();
-    let done = crate::par::map(&tasks, tasks.len() > 1, |task| match task {
-        None => Err(read_index(index_path, limits)),
-        Some(f) => Ok((*f, read(f))),
-    });
     for d in done {
         match d {
-            Err(i) => index = Some(i),
-            Ok((f, header)) => {
+            Read::Index(i) => index = Some(i),
+            Read::Header(f, header) => {
                 early.insert(f, header);
             }
         }
     }
-    // (Read above: the fallback never runs.)
+    // The index was read above; the fallback only spares an unwrap.
     let index = index.unwrap_or_else(|| read_index(index_path, limits))?;
     let files = index
         .shard_names()
@@ -895,8 +900,9 @@ pub(crate) fn check_index(
         }
     }
     let pairs: Vec<(&Header, &Vec<&str>)> = headers.iter().zip(&listed_in).collect();
+    let parallel = index.len() >= crate::par::MIN_PARALLEL;
     let consistent = listed_in.len() == headers.len()
-        && crate::par::map(&pairs, true, |&(h, keys)| {
+        && crate::par::map(&pairs, parallel, |&(h, keys)| {
             keys.len() == h.tensors.len()
                 && (
                     // Writers usually list a shard's names in the index's order (both sorted,
@@ -1063,13 +1069,15 @@ fn disjoint_by_hash(headers: &[Header]) -> bool {
     if headers.len() < 2 {
         return true;
     }
-    let computed: Vec<Vec<u64>> = crate::par::map(headers, true, |h| {
-        if h.name_hashes.len() == h.tensors.len() {
-            Vec::new()
-        } else {
-            h.iter().map(|t| name_hash(t.name)).collect()
-        }
-    });
+    let tensors: usize = headers.iter().map(|h| h.tensors.len()).sum();
+    let computed: Vec<Vec<u64>> =
+        crate::par::map(headers, tensors >= crate::par::MIN_PARALLEL, |h| {
+            if h.name_hashes.len() == h.tensors.len() {
+                Vec::new()
+            } else {
+                h.iter().map(|t| name_hash(t.name)).collect()
+            }
+        });
     let lists: Vec<&[u64]> = headers
         .iter()
         .zip(&computed)
