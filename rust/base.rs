@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::error::{Result, ScanError};
 use crate::header::{read_header, read_small_file, Header, Limits};
-use crate::lora::{looks_like_embedding, sort_natural, ExpertSplit, Kind, RecentExperts};
+use crate::lora::{looks_like_embedding, sort_natural, Kind, RecentExperts};
 use crate::problem::{Problem, Severity};
 use crate::scan::{check_index, layer_split, read_sharded, Tensors};
 
@@ -254,15 +254,11 @@ fn build_targets(
             if shape.len() == 2 {
                 // The expert's projections come in turn (gate, up, down, gate, ...): a path that
                 // splits as a recent one did joins its group with no search or hash.
-                let found = recent.find(path).or_else(|| {
-                    let split = ExpertSplit::of(path)?;
-                    split.grouped_into(path, &mut scratch);
-                    let index = match part.experts.get_index_of(scratch.as_str()) {
+                let found = recent.group(path, &mut scratch, |key| {
+                    match part.experts.get_index_of(key) {
                         Some(i) => i,
-                        None => part.experts.insert_full(scratch.clone(), Vec::new()).0,
-                    };
-                    recent.remember(path, split, index);
-                    Some((index, split.expert))
+                        None => part.experts.insert_full(key.to_string(), Vec::new()).0,
+                    }
                 });
                 if let Some((index, e)) = found {
                     part.experts[index].push((e, (shape, quantized, path)));

@@ -346,18 +346,18 @@ pub(crate) fn expert_split_into(path: &str, out: &mut String) -> Option<u64> {
 
 /// Where a path's expert index is: its first `experts.<digits>.` at a component boundary.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ExpertSplit {
+struct ExpertSplit {
     /// Start of the digits (just after `experts.`).
     digits: usize,
     /// End of the digits (at their dot).
     end: usize,
     /// The expert index.
-    pub(crate) expert: u64,
+    expert: u64,
 }
 
 impl ExpertSplit {
     /// Find the split of `path`, if it has an expert index.
-    pub(crate) fn of(path: &str) -> Option<Self> {
+    fn of(path: &str) -> Option<Self> {
         let (_, digits, end, expert) = find_expert(path)?;
         Some(Self {
             digits,
@@ -367,7 +367,7 @@ impl ExpertSplit {
     }
 
     /// Write the grouped path (without the index) into `out`.
-    pub(crate) fn grouped_into(self, path: &str, out: &mut String) {
+    fn grouped_into(self, path: &str, out: &mut String) {
         out.clear();
         out.push_str(&path[..self.digits]);
         out.push_str(&path[self.end + 1..]);
@@ -391,7 +391,7 @@ impl<'a> RecentExperts<'a> {
     /// `experts.<digits>.` is then where [`ExpertSplit::of`] finds it (an earlier candidate would
     /// lie in the shared bytes, and failed there), so its grouped path is the recent one's: no
     /// search, no copy, no hash.
-    pub(crate) fn find(&self, path: &str) -> Option<(usize, u64)> {
+    fn find(&self, path: &str) -> Option<(usize, u64)> {
         self.keys.iter().find_map(|&(prefix, rest, group)| {
             let tail = path.strip_prefix(prefix)?;
             let len = tail.bytes().take_while(u8::is_ascii_digit).count();
@@ -404,12 +404,31 @@ impl<'a> RecentExperts<'a> {
     }
 
     /// Remember `path`, split at `split`, as a member of `group`.
-    pub(crate) fn remember(&mut self, path: &'a str, split: ExpertSplit, group: usize) {
+    fn remember(&mut self, path: &'a str, split: ExpertSplit, group: usize) {
         if self.keys.len() == RECENT_EXPERT_KEYS {
             self.keys.remove(0);
         }
         self.keys
             .push((&path[..split.digits], &path[split.end + 1..], group));
+    }
+
+    /// The group and expert index of a per-expert `path` (None when it has no expert index):
+    /// from a recent path's split, or else by splitting it, writing its grouped path into
+    /// `scratch` and asking `group_of` for that path's group (remembered for the next paths).
+    pub(crate) fn group(
+        &mut self,
+        path: &'a str,
+        scratch: &mut String,
+        group_of: impl FnOnce(&str) -> usize,
+    ) -> Option<(usize, u64)> {
+        if let Some(found) = self.find(path) {
+            return Some(found);
+        }
+        let split = ExpertSplit::of(path)?;
+        split.grouped_into(path, scratch);
+        let group = group_of(scratch);
+        self.remember(path, split, group);
+        Some((group, split.expert))
     }
 }
 
@@ -571,26 +590,19 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
         let (index, expert) = match previous {
             Some((p, was_peft, index, expert)) if p == path && was_peft == peft => (index, expert),
             _ => {
-                if let Some((index, e)) = peft.then(|| recent.find(path)).flatten() {
-                    (index, Some(e))
+                // Look up by &str first: a String is allocated only for a new module.
+                let mut group_of = |key: &str| match groups.get_index_of(key) {
+                    Some(index) => index,
+                    None => groups.insert_full(key.to_string(), Acc::default()).0,
+                };
+                let expert = if peft {
+                    recent.group(path, &mut scratch, &mut group_of)
                 } else {
-                    let split = peft.then(|| ExpertSplit::of(path)).flatten();
-                    let key: &str = match split {
-                        Some(split) => {
-                            split.grouped_into(path, &mut scratch);
-                            &scratch
-                        }
-                        None => path,
-                    };
-                    // Look up by &str first: a String is allocated only for a new module.
-                    let index = match groups.get_index_of(key) {
-                        Some(index) => index,
-                        None => groups.insert_full(key.to_string(), Acc::default()).0,
-                    };
-                    if let Some(split) = split {
-                        recent.remember(path, split, index);
-                    }
-                    (index, split.map(|s| s.expert))
+                    None
+                };
+                match expert {
+                    Some((index, e)) => (index, Some(e)),
+                    None => (group_of(path), None),
                 }
             }
         };
