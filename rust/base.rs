@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_header, read_small_file, Header, Limits};
+use crate::header::{read_small_file, Header, Limits};
 use crate::lora::{looks_like_embedding, sort_natural, Kind, RecentExperts};
 use crate::problem::{Problem, Severity};
-use crate::scan::{check_index, layer_split, read_sharded, Tensors};
+use crate::scan::{check_index, layer_split, read_plans, Read, ReadPlan, Tensors};
 
 /// One module of the base an adapter may target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,72 +117,99 @@ fn read_quantization(path: &Path, config: &Value) -> Result<Option<Quantization>
     Ok(Some(out))
 }
 
-/// The safetensors files of a base folder: those its index names, or every `.safetensors` file.
-/// The base's headers (all its `.safetensors`, or the shards its index names), checked against the
-/// index when there is one.
-fn base_headers(
-    folder: &Path,
-    limits: &Limits,
-    problems: &mut Vec<Problem>,
-) -> Result<Vec<Header>> {
-    let mut indexes = Vec::new();
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(folder).map_err(|e| ScanError::io(folder, e))? {
-        let entry = entry.map_err(|e| ScanError::io(folder, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
+/// A base folder resolved to its files (and its quantization read), waiting for their first
+/// reads: the shard index when there is one (checked against the headers), and every
+/// `.safetensors` file.
+pub(crate) struct PendingBase<'l> {
+    folder: PathBuf,
+    index: Option<PathBuf>,
+    files: Vec<PathBuf>,
+    quant: Option<Quantization>,
+    limits: &'l Limits,
+}
+
+impl<'l> PendingBase<'l> {
+    pub(crate) fn new(folder: &Path, limits: &'l Limits) -> Result<Self> {
+        let config_path = folder.join("config.json");
+        let config: Value = if config_path.exists() {
+            let bytes = read_small_file(&config_path, limits, "model config")?;
+            serde_json::from_slice(&bytes).map_err(|e| ScanError::Config {
+                path: config_path.clone(),
+                field: None,
+                message: format!("not valid JSON: {e}"),
+            })?
+        } else {
+            Value::Null
+        };
+        let quant = read_quantization(&config_path, &config)?;
+        let mut indexes = Vec::new();
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(folder).map_err(|e| ScanError::io(folder, e))? {
+            let entry = entry.map_err(|e| ScanError::io(folder, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if name.ends_with(".safetensors.index.json") {
+                indexes.push(name);
+            } else if name.ends_with(".safetensors") {
+                files.push(folder.join(name));
+            }
         }
-        if name.ends_with(".safetensors.index.json") {
-            indexes.push(name);
-        } else if name.ends_with(".safetensors") {
-            files.push(folder.join(name));
+        indexes.sort();
+        files.sort();
+        let index = indexes
+            .iter()
+            .find(|n| n.as_str() == "model.safetensors.index.json")
+            .or(indexes.first())
+            .map(|name| folder.join(name));
+        if index.is_none() && files.is_empty() {
+            return Err(ScanError::NoAdapter {
+                path: folder.to_path_buf(),
+                message: "the base model folder has no .safetensors weights".into(),
+            });
+        }
+        Ok(Self {
+            folder: folder.to_path_buf(),
+            index,
+            files,
+            quant,
+            limits,
+        })
+    }
+
+    pub(crate) fn plan(&self) -> ReadPlan<'_> {
+        ReadPlan {
+            index: self.index.as_deref(),
+            files: &self.files,
+            folder: &self.folder,
+            limits: self.limits,
+            confine: false,
         }
     }
-    indexes.sort();
-    files.sort();
-    let read = |f: &PathBuf| read_header(f, limits);
-    if let Some(index_name) = indexes
-        .iter()
-        .find(|n| n.as_str() == "model.safetensors.index.json")
-        .or(indexes.first())
-    {
-        let index_path = folder.join(index_name);
-        let sharded = read_sharded(&index_path, folder, &files, limits, read)?;
-        check_index(&index_path, &sharded.index, &sharded.headers, problems)?;
-        return Ok(sharded.headers);
+
+    /// The table of modules, from the reads of [`PendingBase::plan`].
+    pub(crate) fn finish(self, done: Vec<Read>) -> Result<Expected> {
+        let reads = self.plan().finish(done)?;
+        let mut problems = Vec::new();
+        if let (Some(index_path), Some(index)) = (&self.index, &reads.index) {
+            check_index(index_path, index, &reads.headers, &mut problems)?;
+        }
+        let headers = reads.headers;
+        let mut expected = build_targets(&headers, self.quant.as_ref(), &mut problems);
+        expected.source = self.folder.to_string_lossy().into_owned();
+        expected.problems = problems;
+        // Moved, not copied: most checks never look at them.
+        expected.params = Tensors::new(headers.into_iter().map(|h| (h.names, h.tensors)).collect());
+        Ok(expected)
     }
-    if files.is_empty() {
-        return Err(ScanError::NoAdapter {
-            path: folder.to_path_buf(),
-            message: "the base model folder has no .safetensors weights".into(),
-        });
-    }
-    crate::par::try_map(&files, files.len() > 1, read)
 }
 
 /// Read a base model folder into the table of modules an adapter may target.
 pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
-    let config_path = folder.join("config.json");
-    let config: Value = if config_path.exists() {
-        let bytes = read_small_file(&config_path, limits, "model config")?;
-        serde_json::from_slice(&bytes).map_err(|e| ScanError::Config {
-            path: config_path.clone(),
-            field: None,
-            message: format!("not valid JSON: {e}"),
-        })?
-    } else {
-        Value::Null
-    };
-    let quant = read_quantization(&config_path, &config)?;
-    let mut problems = Vec::new();
-    let headers = base_headers(folder, limits, &mut problems)?;
-    let mut expected = build_targets(&headers, quant.as_ref(), &mut problems);
-    expected.source = folder.to_string_lossy().into_owned();
-    expected.problems = problems;
-    // Moved, not copied: most checks never look at them.
-    expected.params = Tensors::new(headers.into_iter().map(|h| (h.names, h.tensors)).collect());
-    Ok(expected)
+    let pending = PendingBase::new(folder, limits)?;
+    let done = read_plans(&[pending.plan()]).pop().unwrap_or_default();
+    pending.finish(done)
 }
 
 /// One expert's weight of a per-expert checkpoint: shape, quantized, full module path.

@@ -5,16 +5,17 @@
 //! hash map, so the diff is linear in the number of tensors.
 
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::base::{per_expert_path, stacked_path, Expected, Target};
+use crate::base::{per_expert_path, stacked_path, Expected, PendingBase, Target};
 use crate::config::{AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::Result;
-use crate::header::Shape;
+use crate::header::{Limits, Shape};
 use crate::lora::{Family, Kind, Leaf, Module, Place, Slot, Variant, PEFT_PREFIX};
 use crate::problem::{Problem, Severity};
-use crate::scan::{key_covers, layer_split, Scan};
+use crate::scan::{key_covers, layer_split, read_plans, Scan, ScanOptions};
 
 /// A saved tensor whose shape is not the one the model needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -661,6 +662,28 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         ));
     }
     f
+}
+
+/// Scan the adapter at `adapter`, read the base folder `base` and diff them. The headers of both
+/// (and their shard indexes) are read in one parallel step. Errors of the adapter come first.
+pub fn check_paths(
+    adapter: &Path,
+    opts: &ScanOptions,
+    base: &Path,
+    base_limits: &Limits,
+) -> Result<(Scan, Expected, Report)> {
+    let pending = crate::scan::Pending::new(adapter, opts)?;
+    let pending_base = PendingBase::new(base, base_limits);
+    let mut plans = vec![pending.plan()];
+    if let Ok(b) = &pending_base {
+        plans.push(b.plan());
+    }
+    let mut done = read_plans(&plans).into_iter();
+    drop(plans);
+    let scan = pending.finish(done.next().unwrap_or_default())?;
+    let expected = pending_base?.finish(done.next().unwrap_or_default())?;
+    let report = check(&scan, &expected)?;
+    Ok((scan, expected, report))
 }
 
 /// Diff an adapter scan against what a model expects.

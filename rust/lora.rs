@@ -383,6 +383,8 @@ const RECENT_EXPERT_KEYS: usize = 4;
 #[derive(Debug, Default)]
 pub(crate) struct RecentExperts<'a> {
     keys: smallvec::SmallVec<[(&'a str, &'a str, usize); RECENT_EXPERT_KEYS]>,
+    /// The key tried first: the one after the last match, since the modules come in turn.
+    next: usize,
 }
 
 impl<'a> RecentExperts<'a> {
@@ -391,15 +393,20 @@ impl<'a> RecentExperts<'a> {
     /// `experts.<digits>.` is then where [`ExpertSplit::of`] finds it (an earlier candidate would
     /// lie in the shared bytes, and failed there), so its grouped path is the recent one's: no
     /// search, no copy, no hash.
-    fn find(&self, path: &str) -> Option<(usize, u64)> {
-        self.keys.iter().find_map(|&(prefix, rest, group)| {
+    fn find(&mut self, path: &str) -> Option<(usize, u64)> {
+        let n = self.keys.len();
+        (0..n).find_map(|k| {
+            let at = (self.next + k) % n;
+            let (prefix, rest, group) = self.keys[at];
             let tail = path.strip_prefix(prefix)?;
             let len = tail.bytes().take_while(u8::is_ascii_digit).count();
             let after = tail.get(len..)?.strip_prefix('.')?;
             if len == 0 || after != rest {
                 return None;
             }
-            Some((group, tail[..len].parse().ok()?))
+            let expert = tail[..len].parse().ok()?;
+            self.next = (at + 1) % n;
+            Some((group, expert))
         })
     }
 
@@ -410,6 +417,7 @@ impl<'a> RecentExperts<'a> {
         }
         self.keys
             .push((&path[..split.digits], &path[split.end + 1..], group));
+        self.next = 0;
     }
 
     /// The group and expert index of a per-expert `path` (None when it has no expert index):

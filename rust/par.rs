@@ -8,7 +8,7 @@
 //! virtual machine more than a scan of a large adapter takes); the work then does not wait for
 //! it. Called from a pool thread, the pool's own work stealing is used.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use rayon::prelude::*;
@@ -66,47 +66,6 @@ pub fn map<'a, T: Sync, R: Send>(
     done.into_iter().map(|d| d.1).collect()
 }
 
-/// `items.map(f)` collected into a `Result` (the first error in item order), in parallel as
-/// [`map`].
-pub fn try_map<'a, T: Sync, R: Send, E: Send>(
-    items: &'a [T],
-    parallel: bool,
-    f: impl Fn(&'a T) -> Result<R, E> + Sync + Send,
-) -> Result<Vec<R>, E> {
-    if !parallel {
-        return items.iter().map(f).collect();
-    }
-    map(items, parallel, f).into_iter().collect()
-}
-
-/// `(a(), b())`, `b` on a pool thread if one takes it before the caller is done with `a`.
-// The Python module's `check_paths` uses it (the crate alone does not).
-#[cfg_attr(not(feature = "python"), allow(dead_code))]
-pub fn join<RA: Send, RB: Send>(a: impl Fn() -> RA + Sync, b: impl Fn() -> RB + Sync) -> (RA, RB) {
-    if helpers() == 0 {
-        return (a(), b());
-    }
-    if on_pool() {
-        return rayon::join(&a, &b);
-    }
-    let taken = AtomicBool::new(false);
-    let helped: Mutex<Option<RB>> = Mutex::new(None);
-    let (ra, mine) = rayon::in_place_scope(|s| {
-        s.spawn(|_| {
-            if !taken.swap(true, Ordering::AcqRel) {
-                let rb = b();
-                *helped.lock().unwrap_or_else(PoisonError::into_inner) = Some(rb);
-            }
-        });
-        let ra = a();
-        let mine = (!taken.swap(true, Ordering::AcqRel)).then(&b);
-        (ra, mine)
-    });
-    // `b` ran once, on one side or the other; never run again here.
-    let helped = helped.into_inner().unwrap_or_else(PoisonError::into_inner);
-    (ra, mine.or(helped).unwrap_or_else(b))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,26 +80,6 @@ mod tests {
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build();
         let one = one.expect("a pool of one thread");
         assert_eq!(one.install(|| map(&items, true, |x| x * 2)), serial);
-        assert_eq!(one.install(|| join(|| 1, || 2)), (1, 2));
-        let f = |x: &u32| if *x % 50 == 49 { Err(*x) } else { Ok(*x) };
-        assert_eq!(try_map(&items, true, f), Err(49));
-        assert_eq!(try_map(&items, false, f), Err(49));
-    }
-
-    #[test]
-    fn join_runs_each_side_once() {
-        let runs = AtomicUsize::new(0);
-        for _ in 0..200 {
-            let (a, b) = join(
-                || 1,
-                || {
-                    runs.fetch_add(1, Ordering::Relaxed);
-                    2
-                },
-            );
-            assert_eq!((a, b), (1, 2));
-        }
-        assert_eq!(runs.load(Ordering::Relaxed), 200);
     }
 
     #[test]

@@ -757,15 +757,7 @@ fn check_paths(
             (None, true) => ConfigSource::Auto,
         },
     };
-    let result = py.detach(move || {
-        let (s, e) = crate::par::join(
-            || run_scan(&adapter, &opts),
-            || crate::base::read_base(&base, &limits),
-        );
-        let (s, e) = (s?, e?);
-        let r = crate::check::check(&s, &e)?;
-        Ok::<_, ScanError>((s, e, r))
-    });
+    let result = py.detach(move || crate::check::check_paths(&adapter, &opts, &base, &limits));
     match result {
         Ok((s, e, r)) => Ok((
             PyScan { inner: Arc::new(s) },

@@ -643,96 +643,156 @@ fn resolve_folder(folder: &Path) -> Result<Sources> {
     })
 }
 
-/// Read the shard index (if any) and every header.
-fn read_sources(sources: &mut Sources, opts: &ScanOptions) -> Result<Vec<Header>> {
-    let folder = sources.folder.clone();
-    let read = |f: &PathBuf| -> Result<Header> {
-        if opts.limits.symlinks == SymlinkPolicy::Inside {
-            check_inside(&folder, f)?;
+impl Sources {
+    /// What to read first: the pending shard index with the folder's `.safetensors` files as its
+    /// likely shards, or the chosen files.
+    fn plan<'p>(&'p self, opts: &'p ScanOptions) -> ReadPlan<'p> {
+        ReadPlan {
+            index: self.pending_index.as_deref(),
+            files: if self.pending_index.is_some() {
+                &self.candidates
+            } else {
+                &self.files
+            },
+            folder: &self.folder,
+            limits: &opts.limits,
+            confine: opts.limits.symlinks == SymlinkPolicy::Inside,
         }
-        read_header(f, &opts.limits)
-    };
-    let Some(index_path) = sources.pending_index.take() else {
-        return crate::par::try_map(&sources.files, sources.files.len() > 1, read);
-    };
-    let sharded = read_sharded(
-        &index_path,
-        &folder,
-        &sources.candidates,
-        &opts.limits,
-        read,
-    )?;
-    sources.others = sharded.unreferenced;
-    sources.files = sharded.files;
-    sources.index = Some((index_path, sharded.index));
-    Ok(sharded.headers)
+    }
+
+    /// The headers, from the first reads of [`Sources::plan`] (and, for shards the index names
+    /// that were not among the candidates, reads now).
+    fn take_reads(&mut self, done: Vec<Read>, opts: &ScanOptions) -> Result<Vec<Header>> {
+        let reads = self.plan(opts).finish(done)?;
+        if let Some(index_path) = self.pending_index.take() {
+            self.others = reads.unreferenced;
+            self.files = reads.files;
+            self.index = reads.index.map(|index| (index_path, index));
+        }
+        Ok(reads.headers)
+    }
 }
 
-/// A shard index and the headers of the files it names.
-pub(crate) struct Sharded {
+/// What one side of a scan or a check reads first: a shard index (with the folder's
+/// `.safetensors` files, read while the index is parsed, since they are almost always the shards
+/// it names), or just files.
+pub(crate) struct ReadPlan<'p> {
+    /// The shard index, if any.
+    pub index: Option<&'p Path>,
+    /// The index's likely shards, or the files to read.
+    pub files: &'p [PathBuf],
+    /// The folder that the index's shard names are in.
+    pub folder: &'p Path,
+    pub limits: &'p Limits,
+    /// Refuse a file whose real location is outside `folder`.
+    pub confine: bool,
+}
+
+/// One first read, and what it gave.
+pub(crate) enum Read {
+    Index(Result<ShardIndex>),
+    /// The header of `files[i]`.
+    Header(usize, Result<Header>),
+}
+
+/// What a plan's reads gave.
+pub(crate) struct Reads {
+    /// The files read: the shards the index names, or the plan's files.
     pub files: Vec<PathBuf>,
-    pub index: ShardIndex,
+    pub index: Option<ShardIndex>,
+    /// Their headers, in the order of `files`.
     pub headers: Vec<Header>,
-    /// Candidates the index does not name.
+    /// Likely shards the index does not name.
     pub unreferenced: Vec<PathBuf>,
 }
 
-/// Read a shard index and the headers of its shards. The `candidates` (the folder's
-/// `.safetensors` files) are read while the index is parsed, since they are almost always the
-/// shards it names; the index then decides which headers count, and a header that failed only
-/// for a file the index does not name is no error.
-pub(crate) fn read_sharded(
-    index_path: &Path,
-    folder: &Path,
-    candidates: &[PathBuf],
-    limits: &Limits,
-    read: impl Fn(&PathBuf) -> Result<Header> + Sync,
-) -> Result<Sharded> {
-    /// One piece of the first reads, and what it gave.
-    enum Read<'p> {
-        Index(Result<ShardIndex>),
-        Header(&'p PathBuf, Result<Header>),
+/// The first reads of every plan in one parallel step (indexes first: they are the largest
+/// pieces), so that two sides read together keep every core busy; each plan gets its own back,
+/// in order.
+pub(crate) fn read_plans(plans: &[ReadPlan<'_>]) -> Vec<Vec<Read>> {
+    /// One read: plan `.0`'s index, or its file `.1`.
+    type Task<'p> = (usize, Result<usize, &'p Path>);
+    let mut tasks: Vec<Task<'_>> = Vec::new();
+    for (p, plan) in plans.iter().enumerate() {
+        tasks.extend(plan.index.map(|index| (p, Err(index))));
     }
-    // The index first: it is the largest piece.
-    let tasks: Vec<Option<&PathBuf>> = std::iter::once(None)
-        .chain(candidates.iter().map(Some))
-        .collect();
-    let done = crate::par::map(&tasks, tasks.len() > 1, |task| match task {
-        None => Read::Index(read_index(index_path, limits)),
-        Some(f) => Read::Header(f, read(f)),
+    for (p, plan) in plans.iter().enumerate() {
+        tasks.extend((0..plan.files.len()).map(|i| (p, Ok(i))));
+    }
+    let done = crate::par::map(&tasks, tasks.len() > 1, |&(p, task)| {
+        let plan = &plans[p];
+        match task {
+            Ok(i) => Read::Header(i, plan.read(&plan.files[i])),
+            Err(index) => Read::Index(read_index(index, plan.limits)),
+        }
     });
-    let mut index = None;
-    let mut early: HashMap<&PathBuf, Result<Header>> = HashMap::new();
-    for d in done {
-        match d {
-            Read::Index(i) => index = Some(i),
-            Read::Header(f, header) => {
-                early.insert(f, header);
+    let mut out: Vec<Vec<Read>> = plans.iter().map(|_| Vec::new()).collect();
+    for ((p, _), read) in tasks.iter().zip(done) {
+        out[*p].push(read);
+    }
+    out
+}
+
+impl ReadPlan<'_> {
+    fn read(&self, file: &Path) -> Result<Header> {
+        if self.confine {
+            check_inside(self.folder, file)?;
+        }
+        read_header(file, self.limits)
+    }
+
+    /// Put this plan's first reads together. With an index, the index decides which headers
+    /// count (a header that failed only for a file the index does not name is no error), and the
+    /// shards it names that were not read yet are read now.
+    pub(crate) fn finish(&self, done: Vec<Read>) -> Result<Reads> {
+        let Some(index_path) = self.index else {
+            let headers = done
+                .into_iter()
+                .filter_map(|d| match d {
+                    Read::Header(_, h) => Some(h),
+                    Read::Index(_) => None,
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Reads {
+                files: self.files.to_vec(),
+                index: None,
+                headers,
+                unreferenced: Vec::new(),
+            });
+        };
+        let mut index = None;
+        let mut early: HashMap<&PathBuf, Result<Header>> = HashMap::new();
+        for d in done {
+            match d {
+                Read::Index(i) => index = Some(i),
+                Read::Header(i, header) => {
+                    early.insert(&self.files[i], header);
+                }
             }
         }
+        // The index was read with the rest; the fallback only spares an unwrap.
+        let index = index.unwrap_or_else(|| read_index(index_path, self.limits))?;
+        let files = index
+            .shard_names()
+            .iter()
+            .map(|s| confine(index_path, self.folder, s, Some(".safetensors")))
+            .collect::<Result<Vec<_>>>()?;
+        let missing: Vec<&PathBuf> = files.iter().filter(|f| !early.contains_key(f)).collect();
+        let late = crate::par::map(&missing, missing.len() > 1, |f| (*f, self.read(f)));
+        early.extend(late);
+        let headers = files
+            .iter()
+            .map(|f| early.remove(f).unwrap_or_else(|| self.read(f)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut unreferenced: Vec<PathBuf> = early.into_keys().cloned().collect();
+        unreferenced.sort();
+        Ok(Reads {
+            files,
+            index: Some(index),
+            headers,
+            unreferenced,
+        })
     }
-    // The index was read above; the fallback only spares an unwrap.
-    let index = index.unwrap_or_else(|| read_index(index_path, limits))?;
-    let files = index
-        .shard_names()
-        .iter()
-        .map(|s| confine(index_path, folder, s, Some(".safetensors")))
-        .collect::<Result<Vec<_>>>()?;
-    let missing: Vec<&PathBuf> = files.iter().filter(|f| !early.contains_key(f)).collect();
-    let late = crate::par::map(&missing, missing.len() > 1, |f| (*f, read(f)));
-    early.extend(late);
-    let headers = files
-        .iter()
-        .map(|f| early.remove(f).unwrap_or_else(|| read(f)))
-        .collect::<Result<Vec<_>>>()?;
-    let mut unreferenced: Vec<PathBuf> = early.into_keys().cloned().collect();
-    unreferenced.sort();
-    Ok(Sharded {
-        files,
-        index,
-        headers,
-        unreferenced,
-    })
 }
 
 /// With [`SymlinkPolicy::Inside`], refuse a file whose real location is outside the folder.
@@ -758,8 +818,50 @@ fn check_inside(folder: &Path, file: &Path) -> Result<()> {
 
 /// Scan the adapter at `path` (a safetensors file, a folder, or a shard index).
 pub fn scan(path: &Path, opts: &ScanOptions) -> Result<Scan> {
-    let mut sources = resolve(path, opts)?;
-    let headers = read_sources(&mut sources, opts)?;
+    let pending = Pending::new(path, opts)?;
+    let done = read_plans(&[pending.plan()]).pop().unwrap_or_default();
+    pending.finish(done)
+}
+
+/// A scan resolved to its files, waiting for their first reads (so that a check can read an
+/// adapter's and a base's files in one parallel step).
+pub(crate) struct Pending<'o> {
+    path: PathBuf,
+    sources: Sources,
+    opts: &'o ScanOptions,
+}
+
+impl<'o> Pending<'o> {
+    pub(crate) fn new(path: &Path, opts: &'o ScanOptions) -> Result<Self> {
+        Ok(Self {
+            path: path.to_path_buf(),
+            sources: resolve(path, opts)?,
+            opts,
+        })
+    }
+
+    pub(crate) fn plan(&self) -> ReadPlan<'_> {
+        self.sources.plan(self.opts)
+    }
+
+    /// The scan, from the reads of [`Pending::plan`].
+    pub(crate) fn finish(self, done: Vec<Read>) -> Result<Scan> {
+        let Self {
+            path,
+            mut sources,
+            opts,
+        } = self;
+        let headers = sources.take_reads(done, opts)?;
+        finish_scan(&path, sources, headers, opts)
+    }
+}
+
+fn finish_scan(
+    path: &Path,
+    mut sources: Sources,
+    headers: Vec<Header>,
+    opts: &ScanOptions,
+) -> Result<Scan> {
     if opts.limits.symlinks == SymlinkPolicy::Inside {
         if let Some(config) = &sources.config {
             check_inside(&sources.folder, config)?;

@@ -112,6 +112,74 @@ def test_a_lone_expert_factor_names_its_partner(tmp_path: Path, lone: str) -> No
     assert not report.ok
 
 
+def shard(folder: Path, stem: str, shards: int) -> None:
+    """Split ``folder/{stem}.safetensors`` into shards with a Hugging Face index (as transformers
+    writes one: sorted keys, indent 2)."""
+    from safetensors.numpy import load_file
+
+    single = folder / f"{stem}.safetensors"
+    tensors = load_file(single)
+    single.unlink()
+    names = sorted(tensors)
+    weight_map = {}
+    for s in range(shards):
+        file = f"{stem}-{s + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[s::shards]
+        save_numpy(folder / file, {n: tensors[n] for n in part}, metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(part, file)
+    total = sum(t.nbytes for t in tensors.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (folder / f"{stem}.safetensors.index.json").write_text(
+        json.dumps(index, indent=2, sort_keys=True) + "\n"
+    )
+
+
+@pytest.mark.parametrize("sharded", ["adapter", "base", "both"])
+def test_reading_both_sides_together_gives_the_separate_reports(
+    tmp_path: Path, sharded: str
+) -> None:
+    # Paths on both sides: the adapter's and the base's headers are read in one step. The report
+    # is the one of a scan and a base table made apart.
+    base = hf_moe_base(tmp_path / "b")
+    adapter = peft_adapter(tmp_path / "a", skip_expert=1, extra_expert=True)
+    if sharded in ("adapter", "both"):
+        shard(adapter, "adapter_model", 3)
+    if sharded in ("base", "both"):
+        shard(base, "model", 2)
+    (adapter / "stray-00009-of-00009.safetensors").write_bytes(b"not a header")
+    together = adapterscan.check(adapter, base)
+    apart = adapterscan.check(adapterscan.scan(adapter), adapterscan.read_base(base))
+    assert together.to_dict() == apart.to_dict()
+    assert together.missing
+    assert together.unexpected
+    if sharded != "base":
+        # The unreadable file the adapter's index does not name is only reported.
+        assert "unreferenced_shard" in {p.code for p in together.problems}
+
+
+def test_reading_both_sides_together_reports_the_adapter_first(tmp_path: Path) -> None:
+    base = hf_moe_base(tmp_path / "b")
+    adapter = peft_adapter(tmp_path / "a")
+    shard(base, "model", 2)
+    bad_base = tmp_path / "b2"
+    bad_base.mkdir()
+    for f in base.iterdir():
+        (bad_base / f.name).write_bytes(f.read_bytes())
+    (bad_base / "config.json").write_text("{not json")
+    with pytest.raises(adapterscan.ConfigError, match=r"config\.json"):
+        adapterscan.check(adapter, bad_base)
+    shard_file = sorted(base.glob("model-*.safetensors"))[1]
+    shard_file.write_bytes(shard_file.read_bytes()[:20])
+    with pytest.raises(adapterscan.HeaderTruncatedError, match=shard_file.name):
+        adapterscan.check(adapter, base)
+    # The adapter's own error wins over either of the base's.
+    single = adapter / "adapter_model.safetensors"
+    single.write_bytes(single.read_bytes()[:4])
+    for b in (base, bad_base):
+        with pytest.raises(adapterscan.HeaderTooSmallError, match="adapter_model"):
+            adapterscan.check(adapter, b)
+
+
 def test_targets_promise_modules(tmp_path: Path) -> None:
     base = hf_moe_base(tmp_path / "b")
     folder = peft_adapter(tmp_path / "a")
