@@ -34,35 +34,55 @@ Entry = tuple[str, str, list[int]]
 
 
 def write_sparse(
-    path: Path, entries: list[Entry], *, extra_data: int = 0, meta: dict[str, str] | None = None
+    path: Path,
+    entries: list[Entry],
+    *,
+    extra_data: int = 0,
+    meta: dict[str, str] | None = None,
+    style: str = "safetensors",
 ) -> int:
-    """Write one safetensors file whose data region is sparse; returns its header length."""
-    header: dict[str, object] = {}
-    if meta:
-        header["__metadata__"] = meta
+    """Write one safetensors file whose data region is sparse; returns its header length.
+
+    The header is laid out as its real producer lays it out. ``"safetensors"`` (the
+    ``safetensors`` package, which PEFT and transformers use): tensors sorted by dtype size, then
+    name, data in that order, fields ``dtype, shape, data_offsets``, padded with spaces to 8
+    bytes. ``"mlx"`` (``mx.save_safetensors``, which mlx-lm uses): ``"__metadata__":null`` and
+    the names sorted, fields sorted, data in another order than the header's, no padding.
+    ``extra_data`` bytes are added to the tensor stored last, by growing its leading dimension.
+    """
+    if style == "safetensors":
+        stored = sorted(entries, key=lambda e: (-BITS[e[1]], e[0]))
+    elif style == "mlx":
+        stored = entries[::-1]
+    else:
+        raise ValueError(f"unknown style {style!r}")
+    spans: dict[str, tuple[str, list[int], int, int]] = {}
     offset = 0
-    for name, dtype, shape in entries:
-        n = BITS[dtype]
-        for d in shape:
-            n *= d
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
-        offset += n
-    if extra_data:
-        # Grow the last tensor's leading dimension so the header stays valid with more data.
-        name, dtype, shape = entries[-1]
+    for k, (name, dtype, shape) in enumerate(stored):
         row = BITS[dtype]
         for d in shape[1:]:
             row *= d
-        rows = extra_data // row
-        begin = header[name]["data_offsets"][0]  # type: ignore[index]
-        header[name] = {
-            "dtype": dtype,
-            "shape": [shape[0] + rows, *shape[1:]],
-            "data_offsets": [begin, offset + rows * row],
-        }
+        rows = shape[0] if shape else 1
+        if extra_data and k == len(stored) - 1:
+            rows += extra_data // row
+        shape = [rows, *shape[1:]] if shape else shape
+        spans[name] = (dtype, shape, offset, offset + rows * row)
         offset += rows * row
+    header: dict[str, object] = {}
+    if style == "safetensors":
+        if meta:
+            header["__metadata__"] = meta
+        for name, _, _ in stored:
+            dtype, shape, begin, end = spans[name]
+            header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [begin, end]}
+    else:
+        header["__metadata__"] = meta
+        for name in sorted(spans):
+            dtype, shape, begin, end = spans[name]
+            header[name] = {"data_offsets": [begin, end], "dtype": dtype, "shape": shape}
     body = json.dumps(header, separators=(",", ":")).encode()
-    body += b" " * (-len(body) % 8)
+    if style == "safetensors":
+        body += b" " * (-len(body) % 8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as f:
         f.write(struct.pack("<Q", len(body)))
@@ -143,8 +163,11 @@ def write_sharded(folder: Path, entries: list[Entry], shards: int, stem: str) ->
             for d in shape:
                 size *= d
             total += size
+    # As transformers and PEFT write it.
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (folder / f"{stem}.safetensors.index.json").write_text(json.dumps(index))
+    (folder / f"{stem}.safetensors.index.json").write_text(
+        json.dumps(index, indent=2, sort_keys=True) + "\n"
+    )
     return header_bytes
 
 

@@ -197,9 +197,9 @@ def main() -> int:
     print("generating sparse adapters ...", flush=True)
     scales: dict[str, Path] = {}
     headers: dict[str, int] = {}
-    headers["s1"] = gen.write_sparse(data / "s1" / "adapters.safetensors", gen.s1())
+    headers["s1"] = gen.write_sparse(data / "s1" / "adapters.safetensors", gen.s1(), style="mlx")
     scales["s1"] = data / "s1"
-    headers["s2"] = gen.write_sparse(data / "s2" / "adapters.safetensors", gen.s2())
+    headers["s2"] = gen.write_sparse(data / "s2" / "adapters.safetensors", gen.s2(), style="mlx")
     scales["s2"] = data / "s2"
     headers["s3"] = gen.s3(data / "s3")
     scales["s3"] = data / "s3"
@@ -212,11 +212,13 @@ def main() -> int:
         data / "s1-small" / "adapters.safetensors",
         [*gen.s1()[:-1], ("z", "F32", [1, 1])],
         extra_data=1 << 20,
+        style="mlx",
     )
     gen.write_sparse(
         data / "s1-huge" / "adapters.safetensors",
         [*gen.s1()[:-1], ("z", "F32", [1, 1])],
         extra_data=100 << 30,
+        style="mlx",
     )
 
     rows: list[dict[str, Any]] = []

@@ -213,7 +213,7 @@ pub fn read_base(folder: &Path, limits: &Limits) -> Result<Expected> {
 }
 
 /// One expert's weight of a per-expert checkpoint: shape, quantized, full module path.
-type ExpertWeight<'a> = (&'a [u64], bool, &'a str);
+type ExpertWeight<'a> = ([u64; 2], bool, &'a str);
 
 /// What one file's weights give: plain targets, expert weights by grouped path, and quantized
 /// weights whose bits are unknown.
@@ -288,7 +288,7 @@ fn build_targets(
                     }
                 });
                 if let Some((index, e)) = found {
-                    part.experts[index].push((e, (shape, quantized, path)));
+                    part.experts[index].push((e, ([shape[0], shape[1]], quantized, path)));
                     continue;
                 }
             }
