@@ -810,8 +810,21 @@ fn check_duplicate_names(header: &Header) -> Result<Vec<u64>> {
 /// Sort by `(begin, end)` and check that the ranges tile `[0, end)` exactly; collect every
 /// violation. Returns the length of the data section the header describes.
 fn check_offsets(header: &Header) -> Result<u64> {
-    let mut order: Vec<Tensor<'_>> = header.iter().collect();
-    order.sort_unstable_by(|a, b| (a.begin, a.end, a.name).cmp(&(b.begin, b.end, b.name)));
+    // Sorted by offsets (names break ties, for stable messages), as plain keys: writers such as
+    // MLX store the data in another order than the header lists it.
+    let mut keys: Vec<(u64, u64, u32)> = (header.tensors.iter().enumerate())
+        .map(|(i, t)| (t.begin, t.end, u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    let at = |i: u32| Tensor {
+        name: header.name(&header.tensors[i as usize]),
+        info: &header.tensors[i as usize],
+    };
+    keys.sort_unstable_by(|a, b| {
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| at(a.2).name.cmp(at(b.2).name))
+    });
+    let order = keys.into_iter().map(|k| at(k.2));
     let mut violations = Vec::new();
     let mut expected = 0u64;
     let mut previous: Option<Tensor<'_>> = None;

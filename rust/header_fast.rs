@@ -263,45 +263,77 @@ impl<'a> Cursor<'a> {
         (next == quoted).then(|| self.pos += N)
     }
 
-    /// An entry as writers print it, after the name's colon: `{"dtype":"X","shape":[..],
-    /// "data_offsets":[b,e]}` with no whitespace, in that order. Each piece is matched as a whole
-    /// (no per-byte whitespace or field-name steps); anything else gives `None` with the cursor
-    /// where it was, and [`Cursor::entry_any`] reads it.
+    /// An entry as its writers print it, after the name's colon, with no whitespace: the
+    /// `safetensors` package's `{"dtype":"X","shape":[..],"data_offsets":[b,e]}`, or MLX's
+    /// `{"data_offsets":[b,e],"dtype":"X","shape":[..]}` (fields in sorted order). Each piece is
+    /// matched as a whole (no per-byte whitespace or field-name steps); anything else gives `None`
+    /// with the cursor where it was, and [`Cursor::entry_any`] reads it.
     #[inline]
     fn entry_compact(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
         let start = self.pos;
         let entry = (|| {
-            self.exact(b"{\"dtype\":\"")?;
-            let len = string_len(&self.bytes[self.pos..])?;
-            let dtype = Dtype::from_name(self.text.get(self.pos..self.pos + len)?)?;
-            self.pos += len;
-            self.exact(b"\",\"shape\":[")?;
-            let mut shape = Shape::new();
-            if self.peek()? == b']' {
-                self.pos += 1;
+            if self.exact(b"{\"dtype\":\"").is_some() {
+                let dtype = self.compact_dtype()?;
+                self.exact(b",\"shape\":[")?;
+                let shape = self.compact_shape()?;
+                self.exact(b",\"data_offsets\":[")?;
+                let offsets = self.compact_offsets()?;
+                self.exact(b"}")?;
+                Some((dtype, shape, offsets))
             } else {
-                loop {
-                    shape.push(self.digits()?);
-                    let b = self.peek()?;
-                    self.pos += 1;
-                    match b {
-                        b',' => {}
-                        b']' => break,
-                        _ => return None,
-                    }
-                }
+                self.exact(b"{\"data_offsets\":[")?;
+                let offsets = self.compact_offsets()?;
+                self.exact(b",\"dtype\":\"")?;
+                let dtype = self.compact_dtype()?;
+                self.exact(b",\"shape\":[")?;
+                let shape = self.compact_shape()?;
+                self.exact(b"}")?;
+                Some((dtype, shape, offsets))
             }
-            self.exact(b",\"data_offsets\":[")?;
-            let begin = self.digits()?;
-            self.exact(b",")?;
-            let end = self.digits()?;
-            self.exact(b"]}")?;
-            Some((dtype, shape, (begin, end)))
         })();
         if entry.is_none() {
             self.pos = start;
         }
         entry
+    }
+
+    /// A dtype name and its closing quote, after the opening one.
+    #[inline]
+    fn compact_dtype(&mut self) -> Option<Dtype> {
+        let len = string_len(&self.bytes[self.pos..])?;
+        let dtype = Dtype::from_name(self.text.get(self.pos..self.pos + len)?)?;
+        self.pos += len + 1;
+        Some(dtype)
+    }
+
+    /// Dimensions and the closing bracket, after the opening one, with no whitespace.
+    #[inline]
+    fn compact_shape(&mut self) -> Option<Shape> {
+        let mut shape = Shape::new();
+        if self.peek()? == b']' {
+            self.pos += 1;
+            return Some(shape);
+        }
+        loop {
+            shape.push(self.digits()?);
+            let b = self.peek()?;
+            self.pos += 1;
+            match b {
+                b',' => {}
+                b']' => return Some(shape),
+                _ => return None,
+            }
+        }
+    }
+
+    /// `b,e]`, after the opening bracket, with no whitespace.
+    #[inline]
+    fn compact_offsets(&mut self) -> Option<(u64, u64)> {
+        let begin = self.digits()?;
+        self.exact(b",")?;
+        let end = self.digits()?;
+        self.exact(b"]")?;
+        Some((begin, end))
     }
 
     fn entry(&mut self) -> Option<(Dtype, Shape, (u64, u64))> {
@@ -431,6 +463,37 @@ mod tests {
         assert_eq!((tensors[1].begin, tensors[1].end), (2048, 2050));
         assert_eq!(parse(r#"{"__metadata__":null}"#, 1).unwrap().0, None);
         assert!(parse("{}", 0).unwrap().2.is_empty());
+    }
+
+    #[test]
+    fn both_writers_compact_entries_take_the_template_path() {
+        // The `safetensors` package's field order, and MLX's (sorted).
+        for entry in [
+            r#"{"dtype":"BF16","shape":[4096,8],"data_offsets":[16,65552]}"#,
+            r#"{"data_offsets":[16,65552],"dtype":"BF16","shape":[4096,8]}"#,
+        ] {
+            let mut c = Cursor::new(entry);
+            let (dtype, shape, offsets) = c.entry_compact().expect(entry);
+            let dtype = Some(dtype);
+            assert_eq!(
+                (dtype, shape.as_slice(), offsets),
+                (Dtype::from_name("BF16"), &[4096, 8][..], (16, 65552))
+            );
+            assert!(c.at_end());
+        }
+        // Scalars, and what the template leaves to the general reader (with the cursor unmoved).
+        let mut c = Cursor::new(r#"{"data_offsets":[0,4],"dtype":"F32","shape":[]}"#);
+        assert_eq!(c.entry_compact().map(|e| e.1.len()), Some(0));
+        for entry in [
+            r#"{"data_offsets":[0,4],"shape":[1],"dtype":"F32"}"#,
+            r#"{"data_offsets":[0,4], "dtype":"F32","shape":[1]}"#,
+            r#"{"data_offsets":[0,4],"dtype":"F32","shape":[1],"x":1}"#,
+            r#"{"data_offsets":[0,4],"dtype":"F32"}"#,
+        ] {
+            let mut c = Cursor::new(entry);
+            assert!(c.entry_compact().is_none(), "{entry}");
+            assert_eq!(c.pos, 0);
+        }
     }
 
     proptest::proptest! {
