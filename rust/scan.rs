@@ -710,20 +710,24 @@ pub(crate) struct Reads {
 /// pieces), so that two sides read together keep every core busy; each plan gets its own back,
 /// in order.
 pub(crate) fn read_plans(plans: &[ReadPlan<'_>]) -> Vec<Vec<Read>> {
-    /// One read: plan `.0`'s index, or its file `.1`.
-    type Task<'p> = (usize, Result<usize, &'p Path>);
-    let mut tasks: Vec<Task<'_>> = Vec::new();
+    /// One read of a plan: its index, or its file at a position.
+    #[derive(Clone, Copy)]
+    enum Task<'p> {
+        Index(&'p Path),
+        File(usize),
+    }
+    let mut tasks: Vec<(usize, Task<'_>)> = Vec::new();
     for (p, plan) in plans.iter().enumerate() {
-        tasks.extend(plan.index.map(|index| (p, Err(index))));
+        tasks.extend(plan.index.map(|index| (p, Task::Index(index))));
     }
     for (p, plan) in plans.iter().enumerate() {
-        tasks.extend((0..plan.files.len()).map(|i| (p, Ok(i))));
+        tasks.extend((0..plan.files.len()).map(|i| (p, Task::File(i))));
     }
     let done = crate::par::map(&tasks, tasks.len() > 1, |&(p, task)| {
         let plan = &plans[p];
         match task {
-            Ok(i) => Read::Header(i, plan.read(&plan.files[i])),
-            Err(index) => Read::Index(read_index(index, plan.limits)),
+            Task::File(i) => Read::Header(i, plan.read(&plan.files[i])),
+            Task::Index(index) => Read::Index(read_index(index, plan.limits)),
         }
     });
     let mut out: Vec<Vec<Read>> = plans.iter().map(|_| Vec::new()).collect();
