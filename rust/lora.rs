@@ -6,9 +6,11 @@
 //! layer-wrapped `.lora_a.weight`, AFM7 fused list leaves, mlx-vlm legacy `.A`/`.B`, and PEFT
 //! linear, embedding, DoRA magnitude, per-expert keys and `target_parameters` wrappers.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::dtype::Dtype;
 use crate::header::Shape;
@@ -133,13 +135,21 @@ pub struct Module {
     pub dtype: &'static str,
     /// The indices, in the scan's tensor list, of the tensors that make up the module, in
     /// natural order (by list or expert index, then A, B, magnitude).
-    pub tensor_ids: Vec<u32>,
+    pub tensor_ids: TensorIds,
     /// What each of those tensors is (beside `tensor_ids`), as inference read its name and shape:
     /// `check` then reads no tensor entry but those it reports.
-    pub(crate) places: Vec<Place>,
+    pub(crate) places: SmallVec<[Place; INLINE_FACTORS]>,
     /// The shapes of the module's tensors, each listed once (or a few times), for `places`.
-    pub(crate) shapes: Vec<Shape>,
+    pub(crate) shapes: SmallVec<[Shape; 2]>,
 }
+
+/// How many factors a module keeps without allocating: a module usually has two or three (A, B,
+/// and a DoRA magnitude), and each allocation of a small scan costs more than its parsing when
+/// the allocator's memory has left the cache between calls.
+const INLINE_FACTORS: usize = 4;
+
+/// A module's tensor indices, in natural order.
+pub type TensorIds = SmallVec<[u32; INLINE_FACTORS]>;
 
 /// A factor's family, leaf and slot, as its name says, and its shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,10 +169,10 @@ const RECENT_SHAPES: usize = 4;
 fn shape_table(
     order: &[(Slot, Leaf, usize, Family)],
     tensors: &[TensorView<'_>],
-) -> (Vec<Shape>, Vec<Place>) {
+) -> (SmallVec<[Shape; 2]>, SmallVec<[Place; INLINE_FACTORS]>) {
     // Element by element: the shapes are short, and a slice comparison calls `memcmp`.
     let same = |a: &[u64], b: &[u64]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y);
-    let mut shapes: Vec<Shape> = Vec::new();
+    let mut shapes: SmallVec<[Shape; 2]> = SmallVec::new();
     // The last shape each leaf had: factors in turn (A, B, A, B...) mostly repeat it.
     let mut last = [0usize; 3];
     let places = order
@@ -510,15 +520,18 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
     }
 }
 
-/// Sort by a path in natural order, computing each key once (for large lists).
+/// Sort by a path in natural order (stably), computing each key once.
 pub fn sort_natural<T>(items: &mut Vec<T>, path: impl Fn(&T) -> &str) {
-    if items
-        .windows(2)
-        .all(|w| natural_cmp(path(&w[0]), path(&w[1])) != Ordering::Greater)
-    {
+    if items.len() < 2 {
         return;
     }
     let order: Vec<usize> = if items.iter().any(|x| path(x).contains('\0')) {
+        if items
+            .windows(2)
+            .all(|w| natural_cmp(path(&w[0]), path(&w[1])) != Ordering::Greater)
+        {
+            return;
+        }
         let mut order: Vec<(Vec<Segment<'_>>, usize)> = items
             .iter()
             .enumerate()
@@ -527,42 +540,67 @@ pub fn sort_natural<T>(items: &mut Vec<T>, path: impl Fn(&T) -> &str) {
         order.sort_unstable();
         order.into_iter().map(|(_, i)| i).collect()
     } else {
-        // Every key in one buffer, compared as bytes.
-        let mut keys = Vec::with_capacity(items.len() * 64);
+        // Every key in one buffer, compared as words.
+        let mut keys = Vec::with_capacity(items.len() * 6);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(items.len());
         for (i, x) in items.iter().enumerate() {
             let start = keys.len();
-            natural_key(path(x), &mut keys);
+            natural_words(path(x), &mut keys);
             spans.push((start, keys.len(), i));
         }
-        spans.sort_unstable_by(|a, b| keys[a.0..a.1].cmp(&keys[b.0..b.1]).then(a.2.cmp(&b.2)));
+        let key = |s: &(usize, usize, usize)| &keys[s.0..s.1];
+        // Lists are often in natural order already: the keys then cost less to check than the
+        // paths.
+        if spans.windows(2).all(|w| key(&w[0]) <= key(&w[1])) {
+            return;
+        }
+        spans.sort_by(|a, b| key(a).cmp(key(b)));
         spans.into_iter().map(|(_, _, i)| i).collect()
     };
     let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
     items.extend(order.into_iter().filter_map(|i| slots[i].take()));
 }
 
-/// Append a byte string that compares as [`segments`] do, for a path without NUL: per component,
-/// a number as `1`, its value (8 bytes, big-endian) and its text, a name as `2` and its text, each
-/// ended by a NUL.
-fn natural_key(path: &str, out: &mut Vec<u8>) {
+/// Append words that compare as [`segments`] do, for a path without NUL (a few words per path,
+/// each compared in one instruction or two: comparing byte strings with long shared prefixes
+/// costs several times more). Per component:
+/// - a number: one word of tag 1, its value, and where its text falls among the texts of that
+///   value (`0` < `00`, but `01` < `1`);
+/// - a name: words of tag 2, each with 14 of its bytes (big-endian, zero-padded: a name holds no
+///   NUL, so a shorter name sorts first), then how many of them are used, or 15 when the name
+///   goes on in the next word.
+fn natural_words(path: &str, out: &mut Vec<u128>) {
+    const CHUNK: usize = 14;
     for part in path.as_bytes().split(|&b| b == b'.') {
         if let Some(n) = number(part) {
-            out.push(1);
-            out.extend_from_slice(&n.to_be_bytes());
-        } else {
-            out.push(2);
+            let canonical = n.checked_ilog10().map_or(1, |l| l as usize + 1);
+            let zeros = u32::try_from(part.len() - canonical).unwrap_or(u32::MAX);
+            let among = if n == 0 { zeros } else { u32::MAX - zeros };
+            out.push(1 << 120 | u128::from(n) << 32 | u128::from(among));
+            continue;
         }
-        out.extend_from_slice(part);
-        out.push(0);
+        let mut rest = part;
+        loop {
+            let (chunk, more) = rest.split_at(rest.len().min(CHUNK));
+            let mut word = [0u8; 16];
+            word[0] = 2;
+            word[1..=chunk.len()].copy_from_slice(chunk);
+            word[15] = if more.is_empty() {
+                chunk.len() as u8
+            } else {
+                15
+            };
+            out.push(u128::from_be_bytes(word));
+            if more.is_empty() {
+                break;
+            }
+            rest = more;
+        }
     }
 }
 
-#[derive(Default)]
-struct Acc {
-    members: Vec<(Family, Leaf, Slot, usize)>,
-    peft_prefixed: bool,
-}
+/// A factor as grouping read it: its family, leaf, slot and index in the scan's tensor list.
+type Member = (Family, Leaf, Slot, usize);
 
 /// Options that change how tensors are read.
 #[derive(Debug, Clone, Copy, Default)]
@@ -571,46 +609,142 @@ pub struct InferOptions {
     pub peft_target_parameters: bool,
 }
 
-/// Group a run of tensors by module path (the first tensor's index is `offset`).
-/// Tensors by module path, in order of first appearance (files usually list modules in natural
-/// order, which then needs no sort).
-type Groups = indexmap::IndexMap<String, Acc, foldhash::fast::RandomState>;
+/// Module paths, in order of first appearance (files usually list modules in natural order,
+/// which then needs no sort). A path is borrowed from the tensor names, or (per-expert paths with
+/// the expert index taken out) owned.
+type Paths<'a> = indexmap::IndexSet<Cow<'a, str>, foldhash::fast::RandomState>;
 
-fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
-    let mut groups = Groups::default();
+/// A run of tensors grouped by module path: every factor with its path's position, in tensor
+/// order (one list for all: a list per module would be an allocation per module).
+#[derive(Default)]
+struct Grouping<'a> {
+    paths: Paths<'a>,
+    members: Vec<(u32, Member)>,
+    non_adapter: Vec<usize>,
+}
+
+impl<'a> Grouping<'a> {
+    /// The position of `path`, added if new (a String is allocated only for a new owned path).
+    fn position(&mut self, path: &str, owned: impl FnOnce(&str) -> Cow<'a, str>) -> usize {
+        match self.paths.get_index_of(path) {
+            Some(index) => index,
+            None => self.paths.insert_full(owned(path)).0,
+        }
+    }
+
+    /// The factors put together by path (a counting sort, keeping tensor order).
+    fn finish(self) -> Grouped<'a> {
+        let mut start = vec![0usize; self.paths.len() + 1];
+        for &(g, _) in &self.members {
+            start[g as usize + 1] += 1;
+        }
+        for g in 0..self.paths.len() {
+            start[g + 1] += start[g];
+        }
+        let mut factors = Vec::new();
+        if let Some(&(_, filler)) = self.members.first() {
+            factors = vec![filler; self.members.len()];
+            let mut next = start.clone();
+            for &(g, m) in &self.members {
+                factors[next[g as usize]] = m;
+                next[g as usize] += 1;
+            }
+        }
+        Grouped {
+            paths: self.paths,
+            factors,
+            start,
+            non_adapter: self.non_adapter,
+        }
+    }
+}
+
+/// A run of tensors grouped by module path: each path's factors are `factors[start[g]..start[g +
+/// 1]]`, in tensor order.
+struct Grouped<'a> {
+    paths: Paths<'a>,
+    factors: Vec<Member>,
+    start: Vec<usize>,
+    non_adapter: Vec<usize>,
+}
+
+impl Grouped<'_> {
+    fn factors(&self, g: usize) -> &[Member] {
+        &self.factors[self.start[g]..self.start[g + 1]]
+    }
+}
+
+/// Where a path's factors are: (run, the path's position in that run) for each run that has some.
+type Located = SmallVec<[(u32, u32); 1]>;
+
+/// The paths of all runs, in order of first appearance, each with where its factors are.
+fn locate<'r>(runs: &'r [Grouped<'_>]) -> Vec<(&'r str, Located)> {
+    if let [run] = runs {
+        return run
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(g, p)| (p.as_ref(), smallvec::smallvec![(0, g as u32)]))
+            .collect();
+    }
+    let mut all: indexmap::IndexMap<&str, Located, foldhash::fast::RandomState> =
+        indexmap::IndexMap::default();
+    for (r, run) in runs.iter().enumerate() {
+        for (g, p) in run.paths.iter().enumerate() {
+            all.entry(p.as_ref())
+                .or_default()
+                .push((r as u32, g as u32));
+        }
+    }
+    all.into_iter().collect()
+}
+
+/// A path's factors from every run, in tensor order (borrowed when one run has them all).
+fn gather<'r>(runs: &'r [Grouped<'_>], located: &Located) -> Cow<'r, [Member]> {
+    match located[..] {
+        [(r, g)] => Cow::Borrowed(runs[r as usize].factors(g as usize)),
+        _ => Cow::Owned(
+            located
+                .iter()
+                .flat_map(|&(r, g)| runs[r as usize].factors(g as usize))
+                .copied()
+                .collect(),
+        ),
+    }
+}
+
+/// Group a run of tensors by module path (the first tensor's index is `offset`).
+fn group<'a>(tensors: &[TensorView<'a>], offset: usize) -> Grouping<'a> {
+    let mut grouping = Grouping {
+        members: Vec::with_capacity(tensors.len()),
+        ..Grouping::default()
+    };
     let mut scratch = String::new();
     let mut recent = RecentExperts::default();
-    let mut non_adapter = Vec::new();
     // The previous tensor's module path (as classified), whether it was read as PEFT, its group
     // and expert: a module's factors are usually side by side, and then share all of these.
     let mut previous: Option<(&str, bool, usize, Option<u64>)> = None;
     for (i, t) in tensors.iter().enumerate() {
         let i = offset + i;
-        let (stripped, prefixed) = match t.name.strip_prefix(PEFT_PREFIX) {
-            Some(rest) => (rest, true),
-            None => (t.name, false),
-        };
+        let stripped = t.name.strip_prefix(PEFT_PREFIX).unwrap_or(t.name);
         let Some((path, family, leaf, mut slot)) = classify(stripped) else {
-            non_adapter.push(i);
+            grouping.non_adapter.push(i);
             continue;
         };
         let peft = family.is_peft();
         let (index, expert) = match previous {
             Some((p, was_peft, index, expert)) if p == path && was_peft == peft => (index, expert),
             _ => {
-                // Look up by &str first: a String is allocated only for a new module.
-                let mut group_of = |key: &str| match groups.get_index_of(key) {
-                    Some(index) => index,
-                    None => groups.insert_full(key.to_string(), Acc::default()).0,
-                };
                 let expert = if peft {
-                    recent.group(path, &mut scratch, &mut group_of)
+                    recent.group(path, &mut scratch, |key| {
+                        grouping.position(key, |k| Cow::Owned(k.into()))
+                    })
                 } else {
                     None
                 };
                 match expert {
                     Some((index, e)) => (index, Some(e)),
-                    None => (group_of(path), None),
+                    None => (grouping.position(path, |_| Cow::Borrowed(path)), None),
                 }
             }
         };
@@ -618,38 +752,44 @@ fn group(tensors: &[TensorView<'_>], offset: usize) -> (Groups, Vec<usize>) {
         if let Some(e) = expert {
             slot = Slot::Expert(e);
         }
-        let acc = &mut groups[index];
-        acc.members.push((family, leaf, slot, i));
-        acc.peft_prefixed |= prefixed;
+        // Fewer paths than tensors, whose indices are 32-bit.
+        grouping
+            .members
+            .push((index as u32, (family, leaf, slot, i)));
     }
-    (groups, non_adapter)
+    grouping
 }
 
 /// What one module path yields: a module, or tensors that are not adapter parameters after all.
+/// (Not boxed: the outcomes are collected in one vector, and a box per module would be one more
+/// allocation for each.)
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Module(Box<Module>, Vec<Problem>, Vec<Family>),
+    Module(Module, Vec<Problem>, SmallVec<[Family; 2]>),
     NotAdapter(Vec<usize>),
 }
 
-fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions) -> Outcome {
+fn outcome(
+    path: &str,
+    members: &[Member],
+    tensors: &[TensorView<'_>],
+    opts: InferOptions,
+) -> Outcome {
     // A lone `m`, `A` or `B` is some other parameter that happens to share the leaf name.
-    let tentative = acc
-        .members
+    let tentative = members
         .iter()
         .all(|(f, l, _, _)| (*f == Family::Mlx && *l == Leaf::M) || *f == Family::MlxVlmLegacy);
-    let vlm_complete = acc
-        .members
+    let vlm_complete = members
         .iter()
         .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::A)
-        && acc
-            .members
+        && members
             .iter()
             .any(|(f, l, _, _)| *f == Family::MlxVlmLegacy && *l == Leaf::B);
     if tentative && !vlm_complete {
-        return Outcome::NotAdapter(acc.members.iter().map(|m| m.3).collect());
+        return Outcome::NotAdapter(members.iter().map(|m| m.3).collect());
     }
-    let mut fams: Vec<Family> = Vec::new();
-    for (f, l, _, _) in &acc.members {
+    let mut fams: SmallVec<[Family; 2]> = SmallVec::new();
+    for (f, l, _, _) in members {
         // `m` is shared by the mlx families; it does not make a module mixed.
         if *f == Family::Mlx && *l == Leaf::M {
             continue;
@@ -672,10 +812,10 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
         ));
     }
     // Natural order without comparing strings: by list/expert index, then A, B, magnitude.
-    let mut order: Vec<(Slot, Leaf, usize, Family)> =
-        acc.members.iter().map(|m| (m.2, m.1, m.3, m.0)).collect();
+    let mut order: SmallVec<[(Slot, Leaf, usize, Family); INLINE_FACTORS]> =
+        members.iter().map(|m| (m.2, m.1, m.3, m.0)).collect();
     order.sort_unstable_by_key(|m| (m.0, m.1, m.2));
-    let ids: Vec<u32> = order.iter().map(|m| m.2 as u32).collect();
+    let ids: TensorIds = order.iter().map(|m| m.2 as u32).collect();
     let (mut module, mut problems) = analyze(path, family, &order, tensors, opts);
     // After the analysis, which read the same shapes in the same order.
     let (shapes, places) = shape_table(&order, tensors);
@@ -685,7 +825,7 @@ fn outcome(path: &str, acc: &Acc, tensors: &[TensorView<'_>], opts: InferOptions
     if let Some(p) = mixed {
         problems.insert(0, p);
     }
-    Outcome::Module(Box::new(module), problems, fams)
+    Outcome::Module(module, problems, fams)
 }
 
 /// Group tensors into modules and infer each one (in parallel: tensors are grouped in chunks,
@@ -698,34 +838,20 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
         .enumerate()
         .map(|(c, chunk)| (c * CHUNK, chunk))
         .collect();
-    let mut parts: Vec<(Groups, Vec<usize>)> =
-        crate::par::map(&chunks, parallel, |&(offset, chunk)| group(chunk, offset));
-    let (mut groups, mut non_adapter) = if parts.is_empty() {
-        Default::default()
-    } else {
-        parts.swap_remove(0)
-    };
-    for (part, na) in parts {
-        non_adapter.extend(na);
-        for (key, acc) in part {
-            match groups.get_mut(&key) {
-                Some(g) => {
-                    g.members.extend(acc.members);
-                    g.peft_prefixed |= acc.peft_prefixed;
-                }
-                None => {
-                    groups.insert(key, acc);
-                }
-            }
-        }
-    }
-    let mut paths: Vec<&String> = groups.keys().collect();
-    sort_natural(&mut paths, |p| p.as_str());
-    let outcomes: Vec<Outcome> = crate::par::map(&paths, parallel, |path| {
-        outcome(path, &groups[*path], tensors, opts)
+    let runs = crate::par::map(&chunks, parallel, |&(offset, chunk)| {
+        group(chunk, offset).finish()
     });
+    let mut paths = locate(&runs);
+    sort_natural(&mut paths, |p| p.0);
+    let outcomes: Vec<Outcome> = crate::par::map(&paths, parallel, |(path, located)| {
+        outcome(path, &gather(&runs, located), tensors, opts)
+    });
+    let mut non_adapter: Vec<usize> = runs.iter().flat_map(|r| &r.non_adapter).copied().collect();
 
-    let mut out = Inference::default();
+    let mut out = Inference {
+        modules: Vec::with_capacity(outcomes.len()),
+        ..Inference::default()
+    };
     let mut families: Vec<Family> = Vec::new();
     for o in outcomes {
         match o {
@@ -737,7 +863,7 @@ pub fn infer(tensors: &[TensorView<'_>], opts: InferOptions) -> Inference {
                     }
                 }
                 out.problems.extend(problems);
-                out.modules.push(*module);
+                out.modules.push(module);
             }
         }
     }
@@ -888,9 +1014,9 @@ fn analyze(
             out_dims: dims.out_dims,
             num_experts: dims.num_experts,
             dtype,
-            tensor_ids: Vec::new(),
-            places: Vec::new(),
-            shapes: Vec::new(),
+            tensor_ids: SmallVec::new(),
+            places: SmallVec::new(),
+            shapes: SmallVec::new(),
         },
         d.problems,
     )
@@ -1743,9 +1869,11 @@ mod tests {
 
     proptest::proptest! {
         /// Grouping (which reuses the split of recent per-expert paths) puts every tensor where
-        /// splitting each path on its own would.
+        /// splitting each path on its own would, whether the tensors are grouped in one run or
+        /// in two appended.
         #[test]
         fn grouping_matches_splitting_each_path(
+            split in 0usize..40,
             items in proptest::collection::vec((
                 proptest::sample::select(vec!["m.", "m.experts.", "xexperts.", "m.experts.7.experts.", "n.experts.9x."]),
                 proptest::sample::select(vec!["0", "1", "01", "12", "", "99999999999999999999", "3x"]),
@@ -1761,7 +1889,9 @@ mod tests {
                 .iter()
                 .map(|n| TensorView { name: n, dtype: Dtype::from_name("F32").unwrap(), shape: &[] })
                 .collect();
-            let (groups, non_adapter) = group(&views, 0);
+            let one = [group(&views, 0).finish()];
+            let at = split.min(views.len());
+            let two = [group(&views[..at], 0).finish(), group(&views[at..], at).finish()];
             let mut naive: Vec<(String, Slot, usize)> = Vec::new();
             for (i, t) in views.iter().enumerate() {
                 let stripped = t.name.strip_prefix(PEFT_PREFIX).unwrap();
@@ -1773,13 +1903,22 @@ mod tests {
                     None => naive.push((path.to_string(), slot, i)),
                 }
             }
-            let mut grouped: Vec<(String, Slot, usize)> = groups
-                .iter()
-                .flat_map(|(k, acc)| acc.members.iter().map(move |m| (k.clone(), m.2, m.3)))
-                .collect();
-            grouped.sort_by_key(|g| g.2);
-            proptest::prop_assert_eq!(grouped, naive);
-            proptest::prop_assert_eq!(non_adapter.len() + groups.values().map(|a| a.members.len()).sum::<usize>(), views.len());
+            let mut paths_seen = Vec::new();
+            for runs in [&one[..], &two[..]] {
+                let located = locate(runs);
+                let mut grouped: Vec<(String, Slot, usize)> = located
+                    .iter()
+                    .flat_map(|(k, l)| gather(runs, l).iter().map(|m| (k.to_string(), m.2, m.3)).collect::<Vec<_>>())
+                    .collect();
+                // Each path's factors are in tensor order.
+                proptest::prop_assert!(grouped.windows(2).all(|w| w[0].0 != w[1].0 || w[0].2 < w[1].2));
+                grouped.sort_by_key(|g| g.2);
+                proptest::prop_assert_eq!(&grouped, &naive);
+                let non_adapter: usize = runs.iter().map(|r| r.non_adapter.len()).sum();
+                proptest::prop_assert_eq!(non_adapter + grouped.len(), views.len());
+                paths_seen.push(located.iter().map(|l| l.0.to_string()).collect::<Vec<_>>());
+            }
+            proptest::prop_assert_eq!(&paths_seen[0], &paths_seen[1]);
         }
 
         /// Any mix of names and shapes infers without panicking, and every tensor is accounted for.
@@ -1809,11 +1948,12 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The byte keys order paths as their segments do, and as `natural_cmp` does.
+        /// The word keys order paths as their segments do, and as `natural_cmp` does.
         #[test]
         fn natural_keys_sort_as_segments(paths in proptest::collection::vec(
             proptest::collection::vec(proptest::sample::select(
-                vec!["", "a", "b", "ab", "0", "1", "01", "10", "2", "256", "511", "18446744073709551615", "99999999999999999999", "é"]), 1..4)
+                vec!["", "a", "b", "ab", "0", "00", "1", "01", "001", "10", "2", "256", "511", "18446744073709551615", "99999999999999999999", "é",
+                     "abcdefghijklm", "abcdefghijklmn", "abcdefghijklmno", "abcdefghijklmn0", "abcdefghijklmnopqrstuvwxyzabcdef"]), 1..4)
                 .prop_map(|parts: Vec<&str>| parts.join(".")),
             0..12)) {
             let mut by_key = paths.clone();

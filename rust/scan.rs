@@ -369,9 +369,9 @@ impl Scan {
                     layers: layer.into_iter().collect(),
                     count: 1,
                     module: Module {
-                        tensor_ids: Vec::new(),
-                        places: Vec::new(),
-                        shapes: Vec::new(),
+                        tensor_ids: smallvec::SmallVec::new(),
+                        places: smallvec::SmallVec::new(),
+                        shapes: smallvec::SmallVec::new(),
                         ..m.clone()
                     },
                 });
