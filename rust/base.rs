@@ -340,28 +340,42 @@ fn build_targets(
                 .map(|(p, n)| (p.to_string(), n)),
         );
         for (grouped, weights) in part.experts {
-            experts.entry(grouped).or_default().extend(weights);
+            // Moved when one file has all of a module's experts (the usual case).
+            match experts.entry(grouped) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(weights);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().extend(weights),
+            }
         }
     }
-    for (grouped, mut by_expert) in experts {
-        by_expert.sort_unstable_by_key(|(e, _)| *e);
-        by_expert.dedup_by_key(|(e, _)| *e);
-        let count = by_expert.last().map_or(0, |(e, _)| e.saturating_add(1));
-        let Some(&(_, (shape, quantized, first))) = by_expert.first() else {
+    for (grouped, by_expert) in experts {
+        // The lowest expert's weight stands for the module; no sort (names list the experts as
+        // text, 0, 1, 10, 100, ...): the experts are counted in a bitmap.
+        let Some(&(_, (shape, quantized, first))) = by_expert.iter().min_by_key(|(e, _)| *e) else {
             continue;
         };
+        let count = by_expert
+            .iter()
+            .map(|(e, _)| *e)
+            .max()
+            .map_or(0, |e| e.saturating_add(1));
         if count > MAX_EXPERTS {
             implausible.push((grouped, count));
             continue;
         }
-        if by_expert.len() as u64 != count || by_expert.iter().any(|(_, (s, _, _))| *s != shape) {
+        let mut seen = vec![0u64; count.div_ceil(64) as usize];
+        for (e, _) in &by_expert {
+            seen[(e / 64) as usize] |= 1 << (e % 64);
+        }
+        let stored: u64 = seen.iter().map(|w| u64::from(w.count_ones())).sum();
+        if stored != count || by_expert.iter().any(|(_, (s, _, _))| *s != shape) {
             problems.push(Problem::new(
                 "base_experts_inconsistent",
                 Severity::Warning,
                 Some(grouped.as_str()),
                 format!(
-                    "the base stores {} of {count} experts, or experts of different shapes",
-                    by_expert.len()
+                    "the base stores {stored} of {count} experts, or experts of different shapes"
                 ),
             ));
         }

@@ -307,3 +307,53 @@ def test_a_huge_expert_index_in_an_adapter(tmp_path: Path) -> None:
     assert run_bounded(code, str(tmp_path)).strip() == (
         f"{10**12 - 2} of {10**12 + 1} experts have no factors: 2-{10**12 - 1}"
     )
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+@pytest.mark.parametrize(
+    ("drop", "wide", "count", "stored"),
+    [
+        (None, None, 12, 12),
+        (5, None, 12, 11),
+        (0, None, 12, 11),
+        (11, None, 11, 11),
+        (None, 3, 12, 12),
+    ],
+)
+def test_base_experts_are_counted_and_compared(
+    tmp_path: Path, shards: int, drop: int | None, wide: int | None, count: int, stored: int
+) -> None:
+    # Twelve experts, whose names list them as text (0, 1, 10, 11, 2, ...); in three shards a
+    # module's experts are spread over the files. The count is the highest expert plus one; a
+    # missing expert or one of another shape is a warning; the lowest expert gives the dims.
+    t: dict[str, np.ndarray] = {}
+    for e in range(12):
+        if e == drop:
+            continue
+        rows = INTER + 1 if e == wide else INTER
+        t[f"model.layers.0.mlp.experts.{e}.up_proj.weight"] = np.zeros((rows, HIDDEN), np.float16)
+    folder = tmp_path / "b"
+    save_numpy(folder / "model.safetensors", t, metadata={"format": "pt"})
+    if shards > 1:
+        shard(folder, "model", shards)
+    assert adapterscan.read_base(folder).targets() == [
+        ("model.layers.0.mlp.switch_mlp.up_proj", "switch", HIDDEN, INTER, count)
+    ]
+    # The base's findings come with a check's report.
+    adapter = tmp_path / "a"
+    save_numpy(
+        adapter / "adapter_model.safetensors",
+        peft_dense("model.layers.0.mlp.experts.1.up_proj", 4, HIDDEN, INTER),
+    )
+    (adapter / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["up_proj"]})
+    )
+    report = adapterscan.check(adapter, folder)
+    warnings = [p for p in report.problems if p.code == "base_experts_inconsistent"]
+    if stored == count and wide is None:
+        assert warnings == []
+    else:
+        assert [(w.severity, w.path) for w in warnings] == [
+            ("warning", "model.layers.0.mlp.experts.up_proj")
+        ]
+        assert f"stores {stored} of {count} experts" in warnings[0].message
