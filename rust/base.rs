@@ -55,8 +55,8 @@ impl Expected {
     }
 
     /// The path of the layer list and the number of layers in it: (`model.layers`, 32).
-    pub fn layers(&self) -> Option<(String, u64)> {
-        let mut counts: HashMap<String, u64> = HashMap::new();
+    pub fn layers(&self) -> Option<(&str, u64)> {
+        let mut counts: HashMap<&str, u64> = HashMap::new();
         for t in &self.targets {
             if let Some((prefix, i, _)) = layer_split(&t.path) {
                 if prefix
@@ -71,7 +71,7 @@ impl Expected {
         }
         counts
             .into_iter()
-            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
     }
 }
 
@@ -220,7 +220,7 @@ type ExpertWeight<'a> = ([u64; 2], bool, &'a str);
 #[derive(Default)]
 struct Partial<'a> {
     targets: Vec<Target>,
-    experts: indexmap::IndexMap<String, Vec<(u64, ExpertWeight<'a>)>, foldhash::fast::RandomState>,
+    experts: Experts<'a>,
     unknown_bits: Vec<String>,
     /// Stacked expert weights with more than [`MAX_EXPERTS`] experts: (path, count).
     implausible: Vec<(&'a str, u64)>,
@@ -231,19 +231,83 @@ struct Partial<'a> {
 /// reported instead of used.
 pub const MAX_EXPERTS: u64 = 1 << 20;
 
+/// Expert weights by grouped path, in the order the files list them.
+type Experts<'a> =
+    indexmap::IndexMap<String, Vec<(u64, ExpertWeight<'a>)>, foldhash::fast::RandomState>;
+
+/// A per-expert module stacked the way mlx-lm's `sanitize` stacks it.
+enum Stacked<'a> {
+    /// More experts than [`MAX_EXPERTS`]: left out.
+    Implausible(u64),
+    Module {
+        target: Target,
+        /// `(stored, count)` when experts are missing or of different shapes.
+        inconsistent: Option<(u64, u64)>,
+        /// The weight whose bits are unknown, when quantized without them.
+        bits_unknown: Option<&'a str>,
+    },
+}
+
+/// Stack one module's expert weights (`None` when it has none): the lowest expert's weight stands
+/// for the module, the count is one past the highest, and every expert below it must be there with
+/// the same shape. No sort (names list the experts as text, 0, 1, 10, 100, ...): the experts are
+/// counted in a bitmap. `unpack` gives a quantized weight's true input width (`None`: its bits
+/// are unknown).
+fn stack_experts<'a>(
+    grouped: &str,
+    by_expert: &[(u64, ExpertWeight<'a>)],
+    unpack: impl Fn(&str, u64, bool) -> Option<u64>,
+) -> Option<Stacked<'a>> {
+    let mut low = (u64::MAX, None);
+    let mut high = 0u64;
+    for (e, weight) in by_expert {
+        if *e < low.0 {
+            low = (*e, Some(weight));
+        }
+        high = high.max(*e);
+    }
+    let &(shape, quantized, first) = low.1?;
+    let count = high.saturating_add(1);
+    if count > MAX_EXPERTS {
+        return Some(Stacked::Implausible(count));
+    }
+    let mut seen = vec![0u64; count.div_ceil(64) as usize];
+    let mut same_shape = true;
+    for (e, (s, _, _)) in by_expert {
+        seen[(e / 64) as usize] |= 1 << (e % 64);
+        same_shape &= *s == shape;
+    }
+    let stored: u64 = seen.iter().map(|w| u64::from(w.count_ones())).sum();
+    let in_dims = unpack(first, shape[1], quantized);
+    Some(Stacked::Module {
+        target: Target {
+            path: stacked_path(grouped),
+            kind: Kind::Switch,
+            in_dims,
+            out_dims: Some(shape[0]),
+            num_experts: Some(count),
+        },
+        inconsistent: (stored != count || !same_shape).then_some((stored, count)),
+        bits_unknown: (quantized && in_dims.is_none()).then_some(first),
+    })
+}
+
 fn build_targets(
     headers: &[Header],
     quant: Option<&Quantization>,
     problems: &mut Vec<Problem>,
 ) -> Expected {
-    let mut scales: foldhash::HashSet<&str> = foldhash::HashSet::default();
-    for h in headers {
-        for t in h.iter() {
-            if let Some(m) = t.name.strip_suffix(".scales") {
-                scales.insert(m);
-            }
-        }
-    }
+    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
+    let parallel = headers.len() > 1 && total >= crate::par::MIN_PARALLEL;
+    // Quantized weights, by their `scales` (which may lie in another file than the weight).
+    let scales: foldhash::HashSet<&str> = crate::par::map(headers, parallel, |h| {
+        h.iter()
+            .filter_map(|t| t.name.strip_suffix(".scales"))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     let bits_for = |path: &str| -> Option<u64> {
         let q = quant?;
         match q.overrides.get(path) {
@@ -251,23 +315,25 @@ fn build_targets(
             None => q.bits,
         }
     };
-    // Unpack the last axis of a quantized weight: packed 32-bit words x 32 / bits.
-    let unpack =
-        |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| -> Option<u64> {
-            if !quantized {
-                return Some(cols);
-            }
-            match bits_for(path) {
-                Some(b) if b > 0 => Some(cols.saturating_mul(32) / b),
-                _ => {
-                    unknown.push(path.to_string());
-                    None
-                }
-            }
-        };
+    // Unpack the last axis of a quantized weight: packed 32-bit words x 32 / bits (`None`: the
+    // bits are unknown).
+    let unpack = |path: &str, cols: u64, quantized: bool| -> Option<u64> {
+        if !quantized {
+            return Some(cols);
+        }
+        match bits_for(path) {
+            Some(b) if b > 0 => Some(cols.saturating_mul(32) / b),
+            _ => None,
+        }
+    };
+    let unpack_or_note = |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| {
+        let out = unpack(path, cols, quantized);
+        if out.is_none() {
+            unknown.push(path.to_string());
+        }
+        out
+    };
     // Each file's weights on their own (in parallel for big bases), then merged in file order.
-    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
-    let parallel = headers.len() > 1 && total >= crate::par::MIN_PARALLEL;
     let parts = crate::par::map(headers, parallel, |h| {
         let mut part = Partial::default();
         let mut scratch = String::new();
@@ -295,7 +361,7 @@ fn build_targets(
             match shape.len() {
                 2 => {
                     let embedding = looks_like_embedding(path);
-                    let cols = unpack(path, shape[1], quantized, &mut part.unknown_bits);
+                    let cols = unpack_or_note(path, shape[1], quantized, &mut part.unknown_bits);
                     let (in_dims, out_dims) = if embedding {
                         (Some(shape[0]), cols)
                     } else {
@@ -317,7 +383,7 @@ fn build_targets(
                 3 => part.targets.push(Target {
                     path: path.to_string(),
                     kind: Kind::Switch,
-                    in_dims: unpack(path, shape[2], quantized, &mut part.unknown_bits),
+                    in_dims: unpack_or_note(path, shape[2], quantized, &mut part.unknown_bits),
                     out_dims: Some(shape[1]),
                     num_experts: Some(shape[0]),
                 }),
@@ -329,8 +395,8 @@ fn build_targets(
     let mut targets = Vec::new();
     let mut unknown_bits = Vec::new();
     let mut implausible: Vec<(String, u64)> = Vec::new();
-    let mut experts: foldhash::HashMap<String, Vec<(u64, ExpertWeight<'_>)>> =
-        foldhash::HashMap::default();
+    // In file order, so the targets come nearly sorted.
+    let mut experts: Experts<'_> = Experts::default();
     for part in parts {
         targets.extend(part.targets);
         unknown_bits.extend(part.unknown_bits);
@@ -342,50 +408,41 @@ fn build_targets(
         for (grouped, weights) in part.experts {
             // Moved when one file has all of a module's experts (the usual case).
             match experts.entry(grouped) {
-                std::collections::hash_map::Entry::Vacant(v) => {
+                indexmap::map::Entry::Vacant(v) => {
                     v.insert(weights);
                 }
-                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().extend(weights),
+                indexmap::map::Entry::Occupied(mut o) => o.get_mut().extend(weights),
             }
         }
     }
-    for (grouped, by_expert) in experts {
-        // The lowest expert's weight stands for the module; no sort (names list the experts as
-        // text, 0, 1, 10, 100, ...): the experts are counted in a bitmap.
-        let Some(&(_, (shape, quantized, first))) = by_expert.iter().min_by_key(|(e, _)| *e) else {
-            continue;
-        };
-        let count = by_expert
-            .iter()
-            .map(|(e, _)| *e)
-            .max()
-            .map_or(0, |e| e.saturating_add(1));
-        if count > MAX_EXPERTS {
-            implausible.push((grouped, count));
-            continue;
+    let experts: Vec<_> = experts.into_iter().collect();
+    let stacked = crate::par::map(&experts, parallel, |(grouped, by_expert)| {
+        stack_experts(grouped, by_expert, unpack)
+    });
+    for ((grouped, _), s) in experts.iter().zip(stacked) {
+        let Some(s) = s else { continue };
+        match s {
+            Stacked::Implausible(count) => implausible.push((grouped.clone(), count)),
+            Stacked::Module {
+                target,
+                inconsistent,
+                bits_unknown,
+            } => {
+                if let Some((stored, count)) = inconsistent {
+                    problems.push(Problem::new(
+                        "base_experts_inconsistent",
+                        Severity::Warning,
+                        Some(grouped.as_str()),
+                        format!(
+                            "the base stores {stored} of {count} experts, or experts of \
+                             different shapes"
+                        ),
+                    ));
+                }
+                unknown_bits.extend(bits_unknown.map(str::to_string));
+                targets.push(target);
+            }
         }
-        let mut seen = vec![0u64; count.div_ceil(64) as usize];
-        for (e, _) in &by_expert {
-            seen[(e / 64) as usize] |= 1 << (e % 64);
-        }
-        let stored: u64 = seen.iter().map(|w| u64::from(w.count_ones())).sum();
-        if stored != count || by_expert.iter().any(|(_, (s, _, _))| *s != shape) {
-            problems.push(Problem::new(
-                "base_experts_inconsistent",
-                Severity::Warning,
-                Some(grouped.as_str()),
-                format!(
-                    "the base stores {stored} of {count} experts, or experts of different shapes"
-                ),
-            ));
-        }
-        targets.push(Target {
-            path: stacked_path(&grouped),
-            kind: Kind::Switch,
-            in_dims: unpack(first, shape[1], quantized, &mut unknown_bits),
-            out_dims: Some(shape[0]),
-            num_experts: Some(count),
-        });
     }
     if !unknown_bits.is_empty() {
         problems.push(Problem::new(
@@ -569,6 +626,39 @@ mod tests {
     }
 
     #[test]
+    fn quantized_experts_unpacked_with_scales_in_any_file() {
+        // Per-expert quantized weights whose scales lie in the other file.
+        let weights = header(&[
+            ("m.experts.0.up_proj.weight", "U32", &[16, 4]),
+            ("m.experts.1.up_proj.weight", "U32", &[16, 4]),
+        ]);
+        let scales = header(&[
+            ("m.experts.0.up_proj.scales", "F16", &[16, 1]),
+            ("m.experts.1.up_proj.scales", "F16", &[16, 1]),
+        ]);
+        let q = Quantization {
+            bits: Some(4),
+            ..Quantization::default()
+        };
+        let mut problems = Vec::new();
+        let e = build_targets(&[weights.clone(), scales.clone()], Some(&q), &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        let t = &e.targets[0];
+        assert_eq!(t.path, "m.switch_mlp.up_proj");
+        assert_eq!(
+            (t.kind, t.num_experts, t.in_dims, t.out_dims),
+            (Kind::Switch, Some(2), Some(32), Some(16))
+        );
+        // Without bits: the stacked module's width is unknown, and its lowest expert is named.
+        let mut problems = Vec::new();
+        let e = build_targets(&[scales, weights], None, &mut problems);
+        assert_eq!(e.targets[0].in_dims, None);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].code, "base_quantization_unknown");
+        assert!(problems[0].message.ends_with(": m.experts.0.up_proj"));
+    }
+
+    #[test]
     fn expert_groups_in_turn_whatever_their_number() {
         // Two layers' projections listed expert by expert: six groups in turn, more than the
         // recently used ones that are compared first; each gets its own experts and dims.
@@ -631,6 +721,6 @@ mod tests {
             .collect(),
             ..Expected::default()
         };
-        assert_eq!(e.layers(), Some(("model.layers".to_string(), 12)));
+        assert_eq!(e.layers(), Some(("model.layers", 12)));
     }
 }

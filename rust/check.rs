@@ -227,14 +227,14 @@ fn promised<'e>(scan: &Scan, expected: &'e Expected) -> Vec<&'e Target> {
     match c.schema {
         Schema::Mlx | Schema::MlxLegacy => {
             let layers = expected.layers();
-            let selected = |t: &Target| -> Option<String> {
-                let (prefix, count) = layers.as_ref()?;
+            let selected = |t: &'e Target| -> Option<&'e str> {
+                let (prefix, count) = layers?;
                 let (p, i, rest) = layer_split(&t.path)?;
-                if &p != prefix {
+                if p != prefix {
                     return None;
                 }
                 let n = c.num_layers.unwrap_or(0);
-                let first = if n <= 0 || n.unsigned_abs() >= *count {
+                let first = if n <= 0 || n.unsigned_abs() >= count {
                     0
                 } else {
                     count - n.unsigned_abs()
@@ -252,7 +252,7 @@ fn promised<'e>(scan: &Scan, expected: &'e Expected) -> Vec<&'e Target> {
                 .filter(|t| match &keys {
                     Some(keys) => {
                         keys.contains(t.path.as_str())
-                            || selected(t).is_some_and(|rel| keys.contains(rel.as_str()))
+                            || selected(t).is_some_and(|rel| keys.contains(rel))
                     }
                     None => selected(t).is_some(),
                 })
@@ -269,25 +269,26 @@ fn promised<'e>(scan: &Scan, expected: &'e Expected) -> Vec<&'e Target> {
                 .targets
                 .iter()
                 .filter(|t| {
-                    let alt = per_expert_path(&t.path, 0);
+                    // A stacked module is also named by its experts' paths (made only if needed).
+                    let alt = std::cell::OnceCell::new();
+                    let alt = || alt.get_or_init(|| per_expert_path(&t.path, 0)).as_str();
                     let named = match &c.target_modules {
-                        Some(TargetModules::Names(names)) => names
-                            .iter()
-                            .any(|n| key_covers(n, &t.path) || key_covers(n, &alt)),
+                        Some(TargetModules::Names(names)) => {
+                            names.iter().any(|n| key_covers(n, &t.path))
+                                || names.iter().any(|n| key_covers(n, alt()))
+                        }
                         Some(TargetModules::Regex(r)) if r == "all-linear" => {
                             t.kind != Kind::Embedding && t.path != "lm_head"
                         }
                         Some(TargetModules::Regex(_)) => regex
                             .as_ref()
-                            .is_some_and(|re| re.is_match(&t.path) || re.is_match(&alt)),
+                            .is_some_and(|re| re.is_match(&t.path) || re.is_match(alt())),
                         None => false,
                     } || fused_key(&t.path)
                         .is_some_and(|key| c.target_parameters.iter().any(|p| key_covers(p, &key)));
-                    let in_layers = match (&c.layers_to_transform, layer_split(&t.path)) {
-                        (Some(allowed), Some((_, i, _))) => allowed.contains(&i),
-                        (Some(_), None) => false,
-                        (None, _) => true,
-                    };
+                    let in_layers = c.layers_to_transform.as_ref().is_none_or(|allowed| {
+                        layer_split(&t.path).is_some_and(|(_, i, _)| allowed.contains(&i))
+                    });
                     named && in_layers
                 })
                 .collect()

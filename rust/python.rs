@@ -636,7 +636,7 @@ impl PyExpected {
 
     /// The layer list path and its length, e.g. `("model.layers", 32)`.
     fn layers(&self) -> Option<(String, u64)> {
-        self.inner.layers()
+        self.inner.layers().map(|(p, n)| (p.to_string(), n))
     }
 
     fn __len__(&self) -> usize {

@@ -223,6 +223,29 @@ impl Tensors {
 #[cfg(test)]
 mod tensors_tests {
     use super::*;
+
+    #[test]
+    fn layer_split_borrows_both_sides() {
+        assert_eq!(
+            layer_split("model.layers.3.mlp.up"),
+            Some(("model.layers", 3, "mlp.up"))
+        );
+        assert_eq!(layer_split("layers.10"), Some(("layers", 10, "")));
+        assert_eq!(
+            layer_split("transformer.h.0.attn.c_attn"),
+            Some(("transformer.h", 0, "attn.c_attn"))
+        );
+        // The first number after a container: a later one is part of the rest.
+        assert_eq!(
+            layer_split("model.layers.x.blocks.2.layers.5.q"),
+            Some(("model.layers.x.blocks", 2, "layers.5.q"))
+        );
+        assert_eq!(layer_split("model.layers.mlp"), None);
+        assert_eq!(layer_split("layers"), None);
+        assert_eq!(layer_split("3.layers"), None);
+        assert_eq!(layer_index("model.layers.07.mlp"), Some(7));
+        assert_eq!(layer_index("model.embed_tokens"), None);
+    }
     use crate::dtype::Dtype;
 
     #[test]
@@ -398,27 +421,23 @@ const LAYER_CONTAINERS: &[&str] = &["layers", "h", "blocks", "layer", "block"];
 
 /// The layer index of a module path: the first number right after `layers` (or `h`, `blocks`).
 pub fn layer_index(path: &str) -> Option<u64> {
-    let mut prev = "";
-    for part in path.split('.') {
-        if LAYER_CONTAINERS.contains(&prev) {
-            if let Ok(n) = part.parse() {
-                return Some(n);
-            }
-        }
-        prev = part;
-    }
-    None
+    layer_split(path).map(|(_, i, _)| i)
 }
 
 /// Split a module path at its layer index: `model.layers.3.mlp.up` -> (`model.layers`, 3, `mlp.up`).
-pub fn layer_split(path: &str) -> Option<(String, u64, String)> {
-    let parts: Vec<&str> = path.split('.').collect();
-    for i in 1..parts.len() {
-        if LAYER_CONTAINERS.contains(&parts[i - 1]) {
-            if let Ok(n) = parts[i].parse() {
-                return Some((parts[..i].join("."), n, parts[i + 1..].join(".")));
+/// Both sides are slices of `path` (the rest is empty when the index ends it).
+pub fn layer_split(path: &str) -> Option<(&str, u64, &str)> {
+    let mut prev: Option<&str> = None;
+    let mut start = 0;
+    for part in path.split('.') {
+        if prev.is_some_and(|p| LAYER_CONTAINERS.contains(&p)) {
+            if let Ok(n) = part.parse() {
+                let end = start + part.len();
+                return Some((&path[..start - 1], n, path.get(end + 1..).unwrap_or("")));
             }
         }
+        prev = Some(part);
+        start += part.len() + 1;
     }
     None
 }
