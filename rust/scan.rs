@@ -223,29 +223,6 @@ impl Tensors {
 #[cfg(test)]
 mod tensors_tests {
     use super::*;
-
-    #[test]
-    fn layer_split_borrows_both_sides() {
-        assert_eq!(
-            layer_split("model.layers.3.mlp.up"),
-            Some(("model.layers", 3, "mlp.up"))
-        );
-        assert_eq!(layer_split("layers.10"), Some(("layers", 10, "")));
-        assert_eq!(
-            layer_split("transformer.h.0.attn.c_attn"),
-            Some(("transformer.h", 0, "attn.c_attn"))
-        );
-        // The first number after a container: a later one is part of the rest.
-        assert_eq!(
-            layer_split("model.layers.x.blocks.2.layers.5.q"),
-            Some(("model.layers.x.blocks", 2, "layers.5.q"))
-        );
-        assert_eq!(layer_split("model.layers.mlp"), None);
-        assert_eq!(layer_split("layers"), None);
-        assert_eq!(layer_split("3.layers"), None);
-        assert_eq!(layer_index("model.layers.07.mlp"), Some(7));
-        assert_eq!(layer_index("model.embed_tokens"), None);
-    }
     use crate::dtype::Dtype;
 
     #[test]
@@ -1802,6 +1779,29 @@ fn check_peft_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) ->
 mod tests {
     use super::*;
     use crate::header::tests::tensors_file;
+
+    #[test]
+    fn layer_split_borrows_both_sides() {
+        assert_eq!(
+            layer_split("model.layers.3.mlp.up"),
+            Some(("model.layers", 3, "mlp.up"))
+        );
+        assert_eq!(layer_split("layers.10"), Some(("layers", 10, "")));
+        assert_eq!(
+            layer_split("transformer.h.0.attn.c_attn"),
+            Some(("transformer.h", 0, "attn.c_attn"))
+        );
+        // The first number after a container: a later one is part of the rest.
+        assert_eq!(
+            layer_split("model.layers.x.blocks.2.layers.5.q"),
+            Some(("model.layers.x.blocks", 2, "layers.5.q"))
+        );
+        assert_eq!(layer_split("model.layers.mlp"), None);
+        assert_eq!(layer_split("layers"), None);
+        assert_eq!(layer_split("3.layers"), None);
+        assert_eq!(layer_index("model.layers.07.mlp"), Some(7));
+        assert_eq!(layer_index("model.embed_tokens"), None);
+    }
 
     fn write_st(dir: &Path, name: &str, tensors: &[(&str, &str, &[u64])]) -> PathBuf {
         let p = dir.join(name);
