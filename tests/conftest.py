@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "mlx" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _golden_dump(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With ADAPTERSCAN_GOLDEN_DUMP=DIR, record what adapterscan says of each test's folders."""
+    dest = os.environ.get("ADAPTERSCAN_GOLDEN_DUMP")
+    if not dest or "tmp_path" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("tmp_path")
+    yield
+    import re
+
+    from golden import dump
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid)
+    dump(root, Path(dest) / f"{name}.json")
