@@ -23,7 +23,6 @@ from typing import Any
 import adapterscan
 from adapterscan import cli
 
-
 _RANDOM_ID = re.compile(r"\b[0-9a-f]{32}\b")
 
 

@@ -19,8 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from golden import snapshot
-from producers import LLAMA, MIXTRAL, QWEN3_MOE, attach_lora, build_model, save_base, save_like_trainer
+from producers import (
+    LLAMA,
+    MIXTRAL,
+    QWEN3_MOE,
+    attach_lora,
+    build_model,
+    save_base,
+    save_like_trainer,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXTURES = Path(__file__).parent / "fixtures" / "peft"
