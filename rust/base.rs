@@ -12,10 +12,16 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_small_file, Header, Limits};
-use crate::lora::{looks_like_embedding, sort_natural, Kind, RecentExperts};
+use crate::infer::Kind;
+use crate::naming::experts::RecentExperts;
+use crate::naming::natural::sort_natural;
+use crate::naming::paths::{layer_split, looks_like_embedding};
 use crate::problem::{Problem, Severity};
-use crate::scan::{check_index, layer_split, read_plans, Read, ReadPlan, Tensors};
+use crate::read::header::Header;
+use crate::read::open::{read_small_file, Limits};
+use crate::read::plan::{read_plans, Read, ReadPlan};
+use crate::read::table::Tensors;
+use crate::rules::index::check_index;
 
 /// One module of the base an adapter may target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -529,8 +535,9 @@ pub fn per_expert_path(path: &str, e: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::parse_header;
-    use crate::header::tests::tensors_file;
+    use crate::naming::experts::{per_expert_path, stacked_path};
+    use crate::read::header::parse_header;
+    use crate::read::header::tests::tensors_file;
 
     fn header(tensors: &[(&str, &str, &[u64])]) -> Header {
         let bytes = tensors_file(tensors);

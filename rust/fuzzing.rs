@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::header::{parse_header, Limits};
+use crate::read::header::parse_header;
+use crate::read::open::Limits;
 
 /// Any bytes as a safetensors header, with a data region of any length: never a panic; whatever
 /// parses is self-consistent, and the fast header path agrees with the full parser.
@@ -16,8 +17,8 @@ pub fn header(data: &[u8]) {
     let size = 8 + header.len() as u64 + extra;
     let limits = Limits::default();
     if let Ok(text) = std::str::from_utf8(header) {
-        if let Some(fast) = crate::header_fast::parse(text, limits.max_tensors) {
-            let full = crate::header::parse_full(Path::new("fuzz"), text, &limits);
+        if let Some(fast) = crate::read::fast::parse(text, limits.max_tensors) {
+            let full = crate::read::header::parse_full(Path::new("fuzz"), text, &limits);
             assert_eq!(
                 Some(fast),
                 full.ok(),
@@ -29,13 +30,13 @@ pub fn header(data: &[u8]) {
         assert_eq!(h.data_bytes(), extra);
         let views: Vec<_> = h
             .iter()
-            .map(|t| crate::lora::TensorView {
+            .map(|t| crate::infer::TensorView {
                 name: t.name,
                 dtype: t.dtype,
                 shape: &t.info.shape,
             })
             .collect();
-        let _ = crate::lora::infer(&views, crate::lora::InferOptions::default());
+        let _ = crate::infer::infer(&views, crate::infer::InferOptions::default());
     }
 }
 
@@ -44,18 +45,18 @@ pub fn header(data: &[u8]) {
 pub fn index(data: &[u8]) {
     let path = Path::new("i.json");
     if let Ok(text) = std::str::from_utf8(data) {
-        if let Some(fast) = crate::index::parse_fast(text) {
+        if let Some(fast) = crate::read::index::parse_fast(text) {
             assert_eq!(
                 Some(fast),
-                crate::index::parse_full(path, text).ok(),
+                crate::read::index::parse_full(path, text).ok(),
                 "the fast index path disagrees with the full parser"
             );
         }
     }
-    if let Ok(index) = crate::index::parse_index(path, data) {
+    if let Ok(index) = crate::read::index::parse_index(path, data) {
         let _ = index.check_unique(path);
         for name in index.shard_names() {
-            if let Ok(p) = crate::index::confine(
+            if let Ok(p) = crate::read::index::confine(
                 Path::new("i.json"),
                 Path::new("/adapter"),
                 name,

@@ -1,30 +1,45 @@
 //! adapterscan core: header-only scanning and validation of LoRA/DoRA adapters in safetensors.
 //!
-//! - [`header`] reads the 8-byte length and the JSON header of one file and validates it by the
-//!   safetensors rules, never touching tensor bytes.
-//! - [`index`] reads `*.safetensors.index.json` and keeps every file it names inside the folder.
-//! - [`config`] reads `adapter_config.json` in the schemas real producers write.
-//! - [`lora`] groups tensors into modules and infers kind, layout, rank and dims.
-//! - [`scan`] puts it together, in parallel over shards, and checks config against tensors.
+//! Data flows one way, and each module may use only the ones listed before it:
 //!
-//! The Python extension (`adapterscan._core`) is behind the `python` feature.
+//! - [`error`], [`problem`], [`par`]: the error type, findings and their codes, parallel work.
+//! - [`naming`]: pure naming rules of every producer (factor leaves, layouts, experts, layer
+//!   paths, natural order, file names). No I/O.
+//! - [`read`]: every file read: the opener, safetensors headers (and their fast path), shard
+//!   indexes, folder resolution, read plans. Never a tensor byte.
+//! - [`config`]: `adapter_config.json` in every producer's schema, with typed fields and the
+//!   per-module rank, scale and dropout it gives (PEFT's first-match patterns included).
+//! - [`infer`]: tensors grouped into modules, each module's kind, layout, rank and dims.
+//! - [`rules`]: an adapter judged alone: format, fine-tune type, config against tensors, index.
+//! - [`scan`]: the pipeline: files -> headers -> modules -> rules -> [`Scan`].
+//! - [`base`]: what a base model folder offers (its adaptable modules and true dims).
+//! - [`check`]: the diff of an adapter's tensors against the expected ones.
+//! - [`report`]: the JSON contracts and grouped summaries.
+//! - [`verify`]: the opt-in pass over tensor bytes.
+//! - `python` (feature `python`): the bindings only.
+
+pub mod error;
+pub mod par;
+pub mod problem;
+
+pub mod naming;
+pub mod read;
+
+pub mod config;
+pub mod infer;
+pub mod rules;
+
+pub mod scan;
 
 pub mod base;
 pub mod check;
-pub mod config;
-pub mod dtype;
-pub mod error;
-pub mod fused;
+pub mod report;
+pub mod verify;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod header;
-mod header_fast;
-pub mod index;
-pub mod lora;
-mod par;
-pub mod problem;
-pub mod scan;
-pub mod verify;
+#[cfg(test)]
+mod layering;
 
 #[cfg(feature = "python")]
 mod python;

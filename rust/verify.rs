@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::dtype::Dtype;
 use crate::error::{Result, ScanError};
+use crate::read::dtype::Dtype;
 use crate::scan::Scan;
 
 /// What the data of one tensor holds.
@@ -76,7 +76,7 @@ pub fn plan(scan: &Scan, batch_bytes: u64) -> Vec<Vec<Task>> {
 /// Run one batch in parallel.
 pub fn run_batch(
     batch: &[Task],
-    tensors: &crate::scan::Tensors,
+    tensors: &crate::read::table::Tensors,
 ) -> Result<Vec<(usize, TensorStats)>> {
     batch
         .par_iter()
@@ -238,7 +238,7 @@ pub struct DataReport {
 
 /// Turn per-tensor statistics into problems and per-module norms.
 pub fn summarize(scan: &Scan, stats: &[Option<TensorStats>]) -> DataReport {
-    use crate::lora::{classify, Leaf, PEFT_PREFIX};
+    use crate::naming::leaves::{classify, Leaf, PEFT_PREFIX};
     use crate::problem::{Problem, Severity};
 
     let mut report = DataReport::default();

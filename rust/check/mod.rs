@@ -9,13 +9,20 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::base::{per_expert_path, stacked_path, Expected, PendingBase, Target};
+use crate::base::{Expected, PendingBase, Target};
 use crate::config::{AdapterConfig, PeftRanks, Schema, TargetModules};
 use crate::error::Result;
-use crate::header::{Limits, Shape};
-use crate::lora::{Family, Kind, Leaf, Module, Place, Slot, Variant, PEFT_PREFIX};
+use crate::infer::module::Place;
+use crate::infer::{Kind, Module, Variant};
+use crate::naming::experts::{per_expert_path, stacked_path};
+use crate::naming::layout::Layout;
+use crate::naming::leaves::{Family, Leaf, Slot, PEFT_PREFIX};
+use crate::naming::paths::{key_covers, layer_split};
 use crate::problem::{Problem, Severity};
-use crate::scan::{key_covers, layer_split, read_plans, Scan, ScanOptions};
+use crate::read::open::Limits;
+use crate::read::plan::read_plans;
+use crate::read::table::Shape;
+use crate::scan::{Format, Scan, ScanOptions};
 
 /// A saved tensor whose shape is not the one the model needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,7 +105,7 @@ fn expected_shape(
     family: Family,
     leaf: Leaf,
     slot: Slot,
-    layout: &str,
+    layout: Layout,
     t: &Target,
     r: u64,
 ) -> Option<Shape> {
@@ -108,7 +115,7 @@ fn expected_shape(
     let e = t.num_experts.unwrap_or(1);
     Some(match (family, leaf) {
         (Family::Mlx | Family::MlxVlmLegacy, Leaf::A) if switch => {
-            if layout == "mlx_switch_legacy" {
+            if layout == Layout::MlxSwitchLegacy {
                 smallvec::smallvec![e.saturating_mul(r), i]
             } else {
                 smallvec::smallvec![e, r, i]
@@ -501,7 +508,7 @@ impl PairOrder {
 /// Check one saved module against the model's module at its path.
 fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let mut f = Findings::default();
-    let fused = m.layout == crate::fused::LAYOUT;
+    let fused = m.layout == Layout::PeftParamWrapper;
     let targets = if fused {
         fused_targets(&m.path, cx.lookup)
     } else {
@@ -522,7 +529,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
         return f;
     }
     let t = targets[0];
-    if m.layout == "mlx_fused" {
+    if m.layout == Layout::MlxFused {
         f.problems.push(Problem::new(
             "not_checked",
             Severity::Warning,
@@ -624,7 +631,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let n = t.num_experts.unwrap_or(0);
     // In order and paired, the in-range experts are distinct and increasing: n of them below n
     // are all of them.
-    if m.layout == "peft_per_expert" && !(paired && experts_in_range == n) {
+    if m.layout == Layout::PeftPerExpert && !(paired && experts_in_range == n) {
         let mut experts_seen: Vec<u64> = m
             .places
             .iter()
@@ -720,7 +727,7 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         .collect();
     let ranks = Ranks::new(scan.config.as_ref())?;
     let dora = scan.fine_tune_type == Some("dora");
-    let peft = scan.format == crate::scan::Format::Peft;
+    let peft = scan.format == Format::Peft;
     let flipped_known: foldhash::HashSet<&str> = scan
         .problems
         .iter()
@@ -783,7 +790,8 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
         .map_or(&[][..], |c| c.target_parameters.as_slice());
     for t in promised(scan, expected) {
         if !covered.contains(t.path.as_str()) {
-            match fused_key(&t.path).and_then(|k| crate::fused::saved_names(&k, target_parameters))
+            match fused_key(&t.path)
+                .and_then(|k| crate::infer::param_wrapper::saved_names(&k, target_parameters))
             {
                 Some(names) if peft => missing.extend(names),
                 _ => missing.extend(names_for(&t.path, t, peft, dora)),
@@ -802,7 +810,7 @@ fn finish(
     mut shape_mismatch: Vec<ShapeMismatch>,
     mut problems: Vec<Problem>,
 ) -> Report {
-    use crate::lora::{natural_cmp, sort_natural};
+    use crate::naming::natural::{natural_cmp, sort_natural};
     sort_natural(&mut missing, String::as_str);
     missing.dedup();
     sort_natural(&mut unexpected, String::as_str);
@@ -869,39 +877,46 @@ mod tests {
         };
         let s = Slot::Single;
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::A, s, "mlx_linear", &lin, 8),
+            expected_shape(Family::Mlx, Leaf::A, s, Layout::MlxLinear, &lin, 8),
             Some(smallvec::smallvec![64, 8])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::B, s, "mlx_linear", &lin, 8),
+            expected_shape(Family::Mlx, Leaf::B, s, Layout::MlxLinear, &lin, 8),
             Some(smallvec::smallvec![8, 32])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::M, s, "mlx_linear", &lin, 8),
+            expected_shape(Family::Mlx, Leaf::M, s, Layout::MlxLinear, &lin, 8),
             Some(smallvec::smallvec![32])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch", &sw, 8),
+            expected_shape(Family::Mlx, Leaf::A, s, Layout::MlxSwitch, &sw, 8),
             Some(smallvec::smallvec![4, 8, 64])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::A, s, "mlx_switch_legacy", &sw, 8),
+            expected_shape(Family::Mlx, Leaf::A, s, Layout::MlxSwitchLegacy, &sw, 8),
             Some(smallvec::smallvec![32, 64])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::B, s, "mlx_switch", &sw, 8),
+            expected_shape(Family::Mlx, Leaf::B, s, Layout::MlxSwitch, &sw, 8),
             Some(smallvec::smallvec![4, 32, 8])
         );
         assert_eq!(
-            expected_shape(Family::Mlx, Leaf::M, s, "mlx_embedding", &emb, 8),
+            expected_shape(Family::Mlx, Leaf::M, s, Layout::MlxEmbedding, &emb, 8),
             Some(smallvec::smallvec![100])
         );
         assert_eq!(
-            expected_shape(Family::Peft, Leaf::A, s, "peft_linear", &lin, 8),
+            expected_shape(Family::Peft, Leaf::A, s, Layout::PeftLinear, &lin, 8),
             Some(smallvec::smallvec![8, 64])
         );
         assert_eq!(
-            expected_shape(Family::PeftEmbedding, Leaf::B, s, "peft_embedding", &emb, 8),
+            expected_shape(
+                Family::PeftEmbedding,
+                Leaf::B,
+                s,
+                Layout::PeftEmbedding,
+                &emb,
+                8
+            ),
             Some(smallvec::smallvec![16, 8])
         );
         assert_eq!(
@@ -909,7 +924,7 @@ mod tests {
                 Family::Peft,
                 Leaf::B,
                 Slot::Expert(1),
-                "peft_per_expert",
+                Layout::PeftPerExpert,
                 &sw,
                 8
             ),

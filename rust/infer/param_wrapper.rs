@@ -10,17 +10,21 @@
 //! (or `rank_pattern`) can, and the factors of the two parameters must chain
 //! (`gate_up` out = 2 x `down` in, `down` out = `gate_up` in), which confirms the nesting.
 //!
+//!
+//! May use: `naming`, `problem`, `infer` (its records).
+
 //! [`resolve`] names each wrapper by its parameter (`mlp.experts.gate_up_proj`), and fills in its
 //! rank and expert count, so `check` can compare it with the model's stacked switch modules.
 
-use crate::lora::{shape_str, sort_natural, Kind, Module, TensorView};
+use crate::infer::analyze::shape_str;
+use crate::infer::{Kind, Module, TensorView};
+use crate::naming::layout::Layout;
+use crate::naming::natural::sort_natural;
+use crate::naming::paths::key_covers;
 use crate::problem::{Problem, Severity};
 
 /// The order in which Hugging Face expert modules register their fused parameters.
 const REGISTRATION_ORDER: &[&str] = &["gate_up_proj", "gate_proj", "up_proj", "down_proj"];
-
-/// The layout name of a wrapper module.
-pub const LAYOUT: &str = "peft_param_wrapper";
 
 /// A wrapper's module path split into the wrapped module and its nesting depth.
 fn unwrap_path(path: &str) -> (&str, usize) {
@@ -39,7 +43,7 @@ fn targeted_params<'t>(base: &str, target_parameters: &'t [String]) -> Vec<&'t s
     for t in target_parameters {
         let param = t.rsplit_once('.').map_or(t.as_str(), |(_, p)| p);
         let key = format!("{base}.{param}");
-        if crate::scan::key_covers(t, &key) && !names.contains(&param) {
+        if key_covers(t, &key) && !names.contains(&param) {
             names.push(param);
         }
     }
@@ -66,7 +70,7 @@ pub fn saved_names(key: &str, target_parameters: &[String]) -> Option<Vec<String
     Some(
         ["lora_A.weight", "lora_B.weight"]
             .iter()
-            .map(|leaf| format!("{}{module}.{leaf}", crate::lora::PEFT_PREFIX))
+            .map(|leaf| format!("{}{module}.{leaf}", crate::naming::leaves::PEFT_PREFIX))
             .collect(),
     )
 }
@@ -104,7 +108,7 @@ pub fn resolve(
     // Wrapped module -> [(depth, module index)].
     let mut groups: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
     for (i, m) in modules.iter().enumerate() {
-        if m.layout != LAYOUT {
+        if m.layout != Layout::PeftParamWrapper {
             continue;
         }
         let (base, depth) = unwrap_path(&m.path);
@@ -239,8 +243,8 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dtype::Dtype;
-    use crate::lora::{infer, InferOptions};
+    use crate::infer::{infer, InferOptions};
+    use crate::read::dtype::Dtype;
 
     const P: &str = "base_model.model.model.layers.0.mlp.experts";
 

@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::dtype::Dtype;
-use crate::header::{Names, Shape, TensorInfo};
+use crate::read::dtype::Dtype;
+use crate::read::table::{Names, Shape, TensorInfo};
 
 /// `(metadata, tensors)`, as the full parser returns them.
 pub(crate) type Parsed = (Option<BTreeMap<String, String>>, Names, Vec<TensorInfo>);

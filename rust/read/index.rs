@@ -8,7 +8,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer as _;
 
 use crate::error::{Result, ScanError};
-use crate::header::{read_small_file_into, Limits};
+use crate::read::fast::Cursor;
+use crate::read::open::{read_small_file_into, Limits};
 
 /// A parsed shard index. Tensor names stay in the index text (no string per tensor).
 #[derive(Debug, Clone, Default)]
@@ -127,7 +128,7 @@ impl ShardIndex {
     }
 
     /// Refuse a name listed twice. Parsing leaves this out: the shards' own names are compared
-    /// with the index anyway ([`crate::scan::check_index`]), which proves most indexes unique
+    /// with the index anyway ([`crate::rules::index::check_index`]), which proves most indexes unique
     /// without a set of every name.
     pub fn check_unique(&self, path: &Path) -> Result<()> {
         if self.sorted {
@@ -251,7 +252,7 @@ pub(crate) fn parse_fast(text: &str) -> Option<Parsed> {
         return None;
     }
     let base = text.as_ptr() as usize;
-    let mut c = crate::header_fast::Cursor::new(text);
+    let mut c = Cursor::new(text);
     let (mut weight_map, mut metadata) = (None, None);
     c.eat(b'{')?;
     loop {
@@ -287,7 +288,7 @@ struct Metadata {
 }
 
 /// `null` or an object of strings and unsigned integers: `total_size` when it is an integer.
-fn metadata_fast(c: &mut crate::header_fast::Cursor<'_>) -> Option<Metadata> {
+fn metadata_fast(c: &mut Cursor<'_>) -> Option<Metadata> {
     if c.null() {
         return Some(Metadata { total_size: None });
     }
@@ -326,7 +327,7 @@ fn metadata_fast(c: &mut crate::header_fast::Cursor<'_>) -> Option<Metadata> {
 type WeightMap = (Vec<String>, Vec<(KeySpan, u32)>);
 
 /// The weight map: names as spans of the text, shard names interned.
-fn weight_map_fast(c: &mut crate::header_fast::Cursor<'_>, base: usize) -> Option<WeightMap> {
+fn weight_map_fast(c: &mut Cursor<'_>, base: usize) -> Option<WeightMap> {
     c.eat(b'{')?;
     let mut shards = ShardIds::default();
     let mut entries = Vec::new();

@@ -20,8 +20,8 @@ use pyo3::types::PyDict;
 use crate::base::{Expected, Target};
 use crate::check::Report;
 use crate::error::ScanError;
-use crate::header::{Limits, SymlinkPolicy};
-use crate::lora::Kind;
+use crate::infer::Kind;
+use crate::read::open::{Limits, SymlinkPolicy};
 use crate::scan::{scan as run_scan, ConfigSource, Scan, ScanOptions};
 
 create_exception!(
@@ -405,7 +405,7 @@ impl PyScan {
                 path: m.path.clone(),
                 kind: m.kind.name(),
                 variant: m.variant.name(),
-                layout: m.layout,
+                layout: m.layout.name(),
                 rank: m.rank,
                 in_dims: m.in_dims,
                 out_dims: m.out_dims,
@@ -451,7 +451,7 @@ impl PyScan {
                 count: g.count,
                 kind: g.module.kind.name(),
                 variant: g.module.variant.name(),
-                layout: g.module.layout,
+                layout: g.module.layout.name(),
                 rank: g.module.rank,
                 in_dims: g.module.in_dims,
                 out_dims: g.module.out_dims,
@@ -595,12 +595,12 @@ impl PyExpected {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        crate::lora::sort_natural(&mut rows, |t| t.path.as_str());
+        crate::naming::natural::sort_natural(&mut rows, |t| t.path.as_str());
         Ok(Self {
             inner: Arc::new(Expected {
                 source,
                 targets: rows,
-                params: crate::scan::Tensors::from_named(
+                params: crate::read::table::Tensors::from_named(
                     params
                         .into_iter()
                         .flatten()
@@ -859,21 +859,21 @@ impl PyDataPass {
 /// `w1`/`w3`/`w2` renamed); other paths unchanged.
 #[pyfunction]
 fn stacked_path(path: &str) -> String {
-    crate::base::stacked_path(path)
+    crate::naming::experts::stacked_path(path)
 }
 
 /// The Hugging Face per-expert name of expert `e` of a stacked module (`X.switch_mlp.P` ->
 /// `X.experts.{e}.P`, Mixtral's `w1`/`w3`/`w2`).
 #[pyfunction]
 fn per_expert_path(path: &str, e: u64) -> String {
-    crate::base::per_expert_path(path, e)
+    crate::naming::experts::per_expert_path(path, e)
 }
 
 /// The names of every safetensors dtype with its bits per element.
 #[pyfunction]
 fn dtypes(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
-    for (name, bits) in crate::dtype::DTYPES {
+    for (name, bits) in crate::read::dtype::DTYPES {
         d.set_item(*name, *bits)?;
     }
     Ok(d)

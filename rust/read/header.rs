@@ -5,157 +5,22 @@
 //! from `fstat`. The rules are those of the reference implementation (see the crate docs), plus
 //! duplicate-key detection, which the reference lacks.
 
+//!
+//! May use: `error`, `read::{dtype, table, open, fast}`.
+
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer as _;
 
-use crate::dtype::Dtype;
 use crate::error::{OffsetViolation, Result, ScanError};
-
-/// Bounds on what a header may contain. The defaults follow the reference implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest accepted header length N, in bytes (the reference accepts up to 100,000,000).
-    pub max_header_bytes: u64,
-    /// Largest number of tensors in one file.
-    pub max_tensors: usize,
-    /// Largest number of dimensions of one tensor.
-    pub max_dims: usize,
-    /// Largest accepted shard index (`*.index.json`) or adapter config, in bytes.
-    pub max_index_bytes: u64,
-    /// What to do with symbolic links.
-    pub symlinks: SymlinkPolicy,
-}
-
-/// What to do with symbolic links among the files an adapter is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SymlinkPolicy {
-    /// Follow them wherever they point (the Hugging Face cache links `snapshots/` into `blobs/`).
-    #[default]
-    Follow,
-    /// Follow them only when the target stays inside the adapter folder.
-    Inside,
-    /// Refuse them.
-    Refuse,
-}
-
-impl SymlinkPolicy {
-    /// Parse `follow`, `inside` or `refuse`.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "follow" => Some(Self::Follow),
-            "inside" => Some(Self::Inside),
-            "refuse" => Some(Self::Refuse),
-            _ => None,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 100_000_000,
-            max_tensors: 10_000_000,
-            max_dims: 64,
-            max_index_bytes: 200_000_000,
-            symlinks: SymlinkPolicy::Follow,
-        }
-    }
-}
-
-/// A tensor shape; up to three dimensions (every LoRA factor: 2-D, or 3-D for experts) are stored
-/// inline, without an allocation.
-pub type Shape = smallvec::SmallVec<[u64; 3]>;
-
-/// Where a tensor's name is in its file's [`Names`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NameSpan {
-    start: u32,
-    len: u32,
-}
-
-/// The tensor names of one file, in one buffer: a header lists up to millions of names, and one
-/// allocation per name costs more than parsing it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Names {
-    text: String,
-}
-
-impl Names {
-    /// An empty buffer with room for `bytes` of names.
-    pub fn with_capacity(bytes: usize) -> Self {
-        Self {
-            text: String::with_capacity(bytes),
-        }
-    }
-
-    /// Add a name. Headers are under 4 GiB (checked before parsing), so spans fit 32 bits.
-    pub fn push(&mut self, name: &str) -> NameSpan {
-        let start = self.text.len();
-        self.text.push_str(name);
-        NameSpan {
-            start: u32::try_from(start).unwrap_or(u32::MAX),
-            len: u32::try_from(name.len()).unwrap_or(u32::MAX),
-        }
-    }
-
-    /// The name at `span`.
-    pub fn get(&self, span: NameSpan) -> &str {
-        let start = span.start as usize;
-        self.text
-            .get(start..start + span.len as usize)
-            .unwrap_or_default()
-    }
-
-    /// Give back spare room.
-    pub fn shrink_to_fit(&mut self) {
-        self.text.shrink_to_fit();
-    }
-}
-
-/// A tensor with its name.
-#[derive(Debug, Clone, Copy)]
-pub struct Tensor<'a> {
-    /// The tensor's name, as written.
-    pub name: &'a str,
-    /// Its entry.
-    pub info: &'a TensorInfo,
-}
-
-impl std::ops::Deref for Tensor<'_> {
-    type Target = TensorInfo;
-
-    fn deref(&self) -> &TensorInfo {
-        self.info
-    }
-}
-
-/// One tensor entry of a header (its name is in the file's [`Names`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    /// Where the tensor's name is.
-    pub name_span: NameSpan,
-    /// Its dtype.
-    pub dtype: Dtype,
-    /// Its shape (empty for a scalar).
-    pub shape: Shape,
-    /// Start of its bytes, relative to the data section.
-    pub begin: u64,
-    /// End (exclusive) of its bytes, relative to the data section.
-    pub end: u64,
-}
-
-impl TensorInfo {
-    /// Number of bytes the tensor occupies.
-    pub fn nbytes(&self) -> u64 {
-        self.end - self.begin
-    }
-}
+use crate::read::dtype::Dtype;
+use crate::read::fast::Parsed;
+use crate::read::open::{open_regular, Limits};
+use crate::read::table::{Names, Shape, Tensor, TensorInfo};
 
 /// A parsed and validated header.
 #[derive(Debug, Clone)]
@@ -195,102 +60,6 @@ impl Header {
     pub fn name(&self, t: &TensorInfo) -> &str {
         self.names.get(t.name_span)
     }
-}
-
-/// Open `path` for reading without blocking and check, before any read, that it is a regular file.
-pub(crate) fn open_regular(path: &Path, limits: &Limits) -> Result<(File, u64)> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.read(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut flags = libc::O_NONBLOCK | libc::O_CLOEXEC;
-        if limits.symlinks == SymlinkPolicy::Refuse {
-            flags |= libc::O_NOFOLLOW;
-        }
-        opts.custom_flags(flags);
-    }
-    if limits.symlinks == SymlinkPolicy::Refuse {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| ScanError::io(path, e))?;
-        if meta.file_type().is_symlink() {
-            return Err(ScanError::NotRegularFile {
-                path: path.to_path_buf(),
-                kind: "symbolic link, and following links is turned off",
-            });
-        }
-    }
-    let file = opts.open(path).map_err(|e| ScanError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| ScanError::io(path, e))?;
-    let ft = meta.file_type();
-    if !ft.is_file() {
-        return Err(ScanError::NotRegularFile {
-            path: path.to_path_buf(),
-            kind: file_kind(ft),
-        });
-    }
-    Ok((file, meta.len()))
-}
-
-fn file_kind(ft: std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if ft.is_fifo() {
-            return "FIFO";
-        }
-        if ft.is_socket() {
-            return "socket";
-        }
-        if ft.is_char_device() {
-            return "character device";
-        }
-        if ft.is_block_device() {
-            return "block device";
-        }
-    }
-    if ft.is_dir() {
-        "directory"
-    } else {
-        "special file"
-    }
-}
-
-/// Read a whole small file (a JSON index or config), refusing non-regular files and big ones.
-pub(crate) fn read_small_file(path: &Path, limits: &Limits, what: &str) -> Result<Vec<u8>> {
-    read_small_file_into(path, limits, what, Vec::new())
-}
-
-/// As [`read_small_file`], into `buf` (cleared first; its room is reused).
-pub(crate) fn read_small_file_into(
-    path: &Path,
-    limits: &Limits,
-    what: &str,
-    mut buf: Vec<u8>,
-) -> Result<Vec<u8>> {
-    let (mut file, size) = open_regular(path, limits)?;
-    if size > limits.max_index_bytes {
-        return Err(ScanError::ShardIndex {
-            path: path.to_path_buf(),
-            message: format!(
-                "the {what} has {size} bytes, over the limit of {}",
-                limits.max_index_bytes
-            ),
-        });
-    }
-    buf.clear();
-    buf.reserve_exact(usize::try_from(size).unwrap_or(0));
-    file.by_ref()
-        .take(limits.max_index_bytes + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| ScanError::io(path, e))?;
-    if buf.len() as u64 != size {
-        return Err(ScanError::FileChanged {
-            path: path.to_path_buf(),
-            before: size,
-            after: buf.len() as u64,
-        });
-    }
-    Ok(buf)
 }
 
 /// Read and validate the header of the safetensors file at `path`.
@@ -408,7 +177,7 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
         path: path.to_path_buf(),
         offset: 8 + e.valid_up_to() as u64,
     })?;
-    let parsed = match crate::header_fast::parse(text, limits.max_tensors) {
+    let parsed = match crate::read::fast::parse(text, limits.max_tensors) {
         Some(parsed) => parsed,
         None => parse_full(path, text, limits)?,
     };
@@ -483,8 +252,6 @@ impl ParseState<'_> {
         E::custom(msg)
     }
 }
-
-use crate::header_fast::Parsed;
 
 struct HeaderVisitor<'s, 'p> {
     state: &'s mut ParseState<'p>,
@@ -891,6 +658,7 @@ fn check_offsets(header: &Header) -> Result<u64> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::read::open::{Limits, SymlinkPolicy};
     use proptest::prelude::*;
     use std::io::Write;
 
@@ -1169,7 +937,7 @@ pub(crate) mod tests {
 
     fn dtype_strategy() -> impl Strategy<Value = &'static str> {
         prop::sample::select(
-            crate::dtype::DTYPES
+            crate::read::dtype::DTYPES
                 .iter()
                 .filter(|(_, b)| b % 8 == 0)
                 .map(|(n, _)| *n)
@@ -1253,7 +1021,7 @@ pub(crate) mod tests {
             text.push_str(w(10));
             let limits = Limits::default();
             let full = parse_full(Path::new("x"), &text, &limits);
-            match crate::header_fast::parse(&text, limits.max_tensors) {
+            match crate::read::fast::parse(&text, limits.max_tensors) {
                 Some(fast) => prop_assert_eq!(Some(fast), full.ok()),
                 None => prop_assert!(text.contains('\\') || full.is_err(), "gave up on {}", text),
             }
@@ -1264,7 +1032,7 @@ pub(crate) mod tests {
                 bytes[i] = byte;
             }
             if let Ok(mutated) = std::str::from_utf8(&bytes) {
-                if let Some(fast) = crate::header_fast::parse(mutated, limits.max_tensors) {
+                if let Some(fast) = crate::read::fast::parse(mutated, limits.max_tensors) {
                     prop_assert_eq!(Some(fast), parse_full(Path::new("x"), mutated, &limits).ok());
                 }
             }

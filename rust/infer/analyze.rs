@@ -1,0 +1,614 @@
+//! One module's factors read into its kind, layout, rank, dims and experts, with every
+//! disagreement between them reported.
+//!
+//! May use: `naming`, `problem`, `infer` (its records).
+
+use crate::infer::module::Module;
+use crate::infer::{InferOptions, Kind, TensorView, Variant};
+use crate::naming::layout::Layout;
+use crate::naming::leaves::{Family, Leaf, Slot};
+use crate::naming::paths::looks_like_embedding;
+use crate::naming::ranges::{compress_ranges, ranges_str};
+use crate::problem::{Problem, Severity};
+use crate::read::dtype::Dtype;
+use smallvec::SmallVec;
+
+struct Draft<'p> {
+    path: &'p str,
+    problems: Vec<Problem>,
+}
+
+impl Draft<'_> {
+    fn error(&mut self, code: &'static str, message: String) {
+        self.problems.push(Problem::new(
+            code,
+            Severity::Error,
+            Some(self.path),
+            message,
+        ));
+    }
+    fn warn(&mut self, code: &'static str, message: String) {
+        self.problems.push(Problem::new(
+            code,
+            Severity::Warning,
+            Some(self.path),
+            message,
+        ));
+    }
+}
+
+struct Dims {
+    kind: Kind,
+    rank: Option<u64>,
+    in_dims: Option<u64>,
+    out_dims: Option<u64>,
+    num_experts: Option<u64>,
+    layout: Option<Layout>,
+}
+
+pub(crate) fn shape_str(s: &[u64]) -> String {
+    format!(
+        "({})",
+        s.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// One leaf's factors of a module: (slot, tensor index), sorted.
+type Picked = smallvec::SmallVec<[(Slot, usize); 2]>;
+
+/// `order`: the module's factors as (slot, leaf, tensor index, family), sorted by slot, leaf and
+/// index.
+pub(crate) fn analyze(
+    path: &str,
+    family: Family,
+    order: &[(Slot, Leaf, usize, Family)],
+    tensors: &[TensorView<'_>],
+    opts: InferOptions,
+) -> (Module, Vec<Problem>) {
+    let mut d = Draft {
+        path,
+        problems: Vec::new(),
+    };
+    // Sorted by (slot, index), as `order` is.
+    let pick = |leaf: Leaf| -> Picked {
+        order
+            .iter()
+            .filter(|m| m.1 == leaf)
+            .map(|m| (m.0, m.2))
+            .collect()
+    };
+    let a = pick(Leaf::A);
+    let b = pick(Leaf::B);
+    let m = pick(Leaf::M);
+
+    let first = order.first().map(|x| tensors[x.2].dtype);
+    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> = first.into_iter().collect();
+    if order.iter().any(|x| Some(tensors[x.2].dtype) != first) {
+        dtypes = order.iter().map(|x| tensors[x.2].dtype).collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+    }
+    let dtype = if dtypes.len() == 1 {
+        dtypes[0].name()
+    } else {
+        d.warn(
+            "mixed_dtypes",
+            format!(
+                "the module's tensors have different dtypes ({})",
+                dtypes
+                    .iter()
+                    .map(|x| x.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        "mixed"
+    };
+
+    let expert_slots = a
+        .iter()
+        .chain(&b)
+        .any(|(s, _)| matches!(s, Slot::Expert(_)));
+    let dims = if expert_slots {
+        per_expert(&mut d, &a, &b, &m, tensors)
+    } else if family == Family::MlxFused {
+        fused(&mut d, &a, &b, tensors)
+    } else {
+        single(&mut d, family, &a, &b, &m, tensors, opts)
+    };
+
+    let variant = if m.is_empty() {
+        Variant::Lora
+    } else {
+        Variant::Dora
+    };
+    if let Some(r) = dims.rank {
+        if r == 0 {
+            d.error("degenerate_rank", "the rank is 0".into());
+        } else if let (Some(i), Some(o)) = (dims.in_dims, dims.out_dims) {
+            if r > i.min(o) {
+                d.warn(
+                    "degenerate_rank",
+                    format!("rank {r} exceeds min(in_dims, out_dims) = {}", i.min(o)),
+                );
+            }
+        }
+    }
+    if dims.kind == Kind::Switch && variant == Variant::Dora {
+        d.error(
+            "dora_on_switch",
+            "a DoRA magnitude on a switch (MoE) module: mlx-lm has no DoRA for SwitchLinear".into(),
+        );
+    }
+    (
+        Module {
+            path: path.to_string(),
+            kind: dims.kind,
+            variant,
+            layout: dims.layout.unwrap_or(Layout::MlxLinear),
+            rank: dims.rank,
+            in_dims: dims.in_dims,
+            out_dims: dims.out_dims,
+            num_experts: dims.num_experts,
+            dtype,
+            tensor_ids: SmallVec::new(),
+            places: SmallVec::new(),
+            shapes: SmallVec::new(),
+        },
+        d.problems,
+    )
+}
+
+fn unpaired(d: &mut Draft<'_>, a: &[(Slot, usize)], b: &[(Slot, usize)], what: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        let (have, lack) = if a.is_empty() { ("B", "A") } else { ("A", "B") };
+        d.error(
+            "unpaired_factor",
+            format!("{what}has a LoRA {have} factor but no {lack} factor"),
+        );
+        return true;
+    }
+    false
+}
+
+/// Orientation check for a pair of 2-D factors. `standard` says whether the leaf names promise the
+/// mlx orientation (in, r)/(r, out); otherwise they promise PEFT's (r, in)/(out, r).
+fn pair_2d(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], standard: bool) -> (Option<u64>, u64, u64) {
+    // In the promised orientation: rank axis of a, of b; in from a; out from b.
+    let (ra, rb, ia, ob) = if standard {
+        (sa[1], sb[0], sa[0], sb[1])
+    } else {
+        (sa[0], sb[1], sa[1], sb[0])
+    };
+    // The other orientation's shared axis, and its in/out.
+    let (fa, fb) = if standard {
+        (sa[0], sb[1])
+    } else {
+        (sa[1], sb[0])
+    };
+    let named_fits = ra == rb;
+    let flipped_fits = fa == fb;
+    // Both chain when the base weight is square (in == out): then the named reading would put the
+    // rank above both dims, which only a transposed pair does. Names decide when both are sane.
+    let named_sane = named_fits && ra <= ia.min(ob);
+    let flipped_sane = flipped_fits && fa <= ra.min(rb);
+    if named_fits && (named_sane || !flipped_sane) {
+        return (Some(ra), ia, ob);
+    }
+    if flipped_fits {
+        let (names, other) = if standard {
+            (
+                "mlx names (lora_a (in, r), lora_b (r, out))",
+                "PEFT orientation (r, in)/(out, r)",
+            )
+        } else {
+            (
+                "PEFT names (lora_A (r, in), lora_B (out, r))",
+                "mlx orientation (in, r)/(r, out)",
+            )
+        };
+        d.error(
+            "orientation_flipped",
+            format!(
+                "factors {} and {} are in {other} under {names}; they must be transposed",
+                shape_str(sa),
+                shape_str(sb)
+            ),
+        );
+        return (Some(fa), ra, rb);
+    }
+    d.error(
+        "rank_mismatch",
+        format!(
+            "the factors {} and {} do not share a rank axis",
+            shape_str(sa),
+            shape_str(sb)
+        ),
+    );
+    (None, ia, ob)
+}
+
+fn single(
+    d: &mut Draft<'_>,
+    family: Family,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    m: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+    opts: InferOptions,
+) -> Dims {
+    let layout_for = |kind: Kind| -> Layout {
+        match (family, kind) {
+            (Family::Mlx, Kind::Switch) => Layout::MlxSwitch,
+            (Family::Mlx, Kind::Embedding) => Layout::MlxEmbedding,
+            (Family::MlxLayer, _) => Layout::MlxLayer,
+            (Family::MlxVlmLegacy, _) => Layout::MlxVlmLegacy,
+            (Family::PeftEmbedding, _) => Layout::PeftEmbedding,
+            (Family::Peft, Kind::Switch) => Layout::PeftParamWrapper,
+            (Family::Peft, _) => Layout::PeftLinear,
+            _ => Layout::MlxLinear,
+        }
+    };
+    let mut dims = Dims {
+        kind: if family == Family::PeftEmbedding || looks_like_embedding(d.path) {
+            Kind::Embedding
+        } else {
+            Kind::Linear
+        },
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: None,
+    };
+    let param_wrapper = family == Family::Peft
+        && opts.peft_target_parameters
+        && (d.path.ends_with("experts") || d.path.ends_with("experts.base_layer"));
+    if param_wrapper {
+        dims.kind = Kind::Switch;
+    }
+    if unpaired(d, a, b, "") {
+        let one = a.first().or(b.first()).map(|x| tensors[x.1].shape);
+        if let Some(s) = one {
+            if s.len() == 3 {
+                dims.kind = Kind::Switch;
+                dims.num_experts = Some(s[0]);
+            }
+        }
+        dims.layout = Some(layout_for(dims.kind));
+        return dims;
+    }
+    if a.len() > 1 || b.len() > 1 {
+        d.error("unpaired_factor", "more than one A or B factor".into());
+    }
+    let sa = tensors[a[0].1].shape;
+    let sb = tensors[b[0].1].shape;
+    let standard = matches!(family, Family::Mlx | Family::MlxVlmLegacy);
+    match (sa.len(), sb.len()) {
+        (2, 2) => {
+            let (rank, i, o) = pair_2d(d, sa, sb, standard);
+            dims.rank = rank;
+            dims.in_dims = Some(i);
+            dims.out_dims = Some(o);
+            if param_wrapper {
+                // A (E*r, in), B (out, r*E): the expert count is not in the header.
+                dims.rank = None;
+                d.warn(
+                    "rank_needs_expert_count",
+                    format!(
+                        "PEFT target_parameters factors {} and {} hold rank x experts = {}; the \
+                         rank is that divided by the base model's expert count",
+                        shape_str(sa),
+                        shape_str(sb),
+                        rank.map_or_else(|| "?".into(), |r| r.to_string())
+                    ),
+                );
+            }
+        }
+        (3, 3) if family == Family::Mlx => {
+            dims.kind = Kind::Switch;
+            if sa[0] == sb[0] {
+                dims.num_experts = Some(sa[0]);
+            } else {
+                d.error(
+                    "expert_count_mismatch",
+                    format!(
+                        "lora_a {} has {} experts, lora_b {} has {}",
+                        shape_str(sa),
+                        sa[0],
+                        shape_str(sb),
+                        sb[0]
+                    ),
+                );
+            }
+            // (E, r, in) / (E, out, r): the PEFT orientation stacked per expert.
+            let (rank, i, o) = pair_2d(d, &sa[1..], &sb[1..], false);
+            dims.rank = rank;
+            dims.in_dims = Some(i);
+            dims.out_dims = Some(o);
+        }
+        (2, 3) if family == Family::Mlx => {
+            dims.kind = Kind::Switch;
+            let (e, o, r) = (sb[0], sb[1], sb[2]);
+            dims.num_experts = Some(e);
+            dims.out_dims = Some(o);
+            dims.in_dims = Some(sa[1]);
+            if e.checked_mul(r) == Some(sa[0]) {
+                dims.rank = Some(r);
+                dims.layout = Some(Layout::MlxSwitchLegacy);
+                d.warn(
+                    "legacy_switch_layout",
+                    format!(
+                        "lora_a {} is the 2-D (experts*rank, in) layout of mlx-lm < 0.28.3; \
+                         current mlx-lm expects ({e}, {r}, {}) and rejects it unless reshaped",
+                        shape_str(sa),
+                        sa[1]
+                    ),
+                );
+            } else {
+                d.error(
+                    "rank_mismatch",
+                    format!(
+                        "lora_a {} is not (experts*rank, in) for lora_b {}",
+                        shape_str(sa),
+                        shape_str(sb)
+                    ),
+                );
+            }
+        }
+        _ => {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "factor shapes {} and {} fit no known layout",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+        }
+    }
+    if family == Family::MlxLayer {
+        d.warn(
+            "layer_wrapped_factors",
+            "factors are stored as `lora_a.weight`/`lora_b.weight` (layer-wrapped halves); \
+             mlx-lm's load_adapters rejects `.weight` leaves"
+                .into(),
+        );
+    }
+    if let Some(&(_, mi)) = m.first() {
+        let sm = tensors[mi].shape;
+        if m.len() > 1 || sm.len() != 1 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "the DoRA magnitude has shape {}, expected 1-D",
+                    shape_str(sm)
+                ),
+            );
+        } else if dims.kind != Kind::Switch {
+            let n = sm[0];
+            if Some(n) == dims.out_dims {
+                // PEFT's embedding magnitude is (D,) = out; mlx DoRALinear's is (out,).
+            } else if Some(n) == dims.in_dims && family == Family::Mlx {
+                // mlx DoRAEmbedding: one norm per token row.
+                dims.kind = Kind::Embedding;
+            } else {
+                d.error(
+                    "bad_factor_shape",
+                    format!(
+                        "the DoRA magnitude has {n} entries; the module has in_dims {} and out_dims {}",
+                        dims.in_dims.map_or_else(|| "?".into(), |x| x.to_string()),
+                        dims.out_dims.map_or_else(|| "?".into(), |x| x.to_string())
+                    ),
+                );
+            }
+        }
+    }
+    if dims.layout.is_none() {
+        dims.layout = Some(layout_for(dims.kind));
+    }
+    dims
+}
+
+fn fused(
+    d: &mut Draft<'_>,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+) -> Dims {
+    let mut dims = Dims {
+        kind: Kind::Linear,
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: Some(Layout::MlxFused),
+    };
+    if unpaired(d, a, b, "") {
+        return dims;
+    }
+    let ia: Vec<_> = a.iter().map(|x| x.0).collect();
+    let ib: Vec<_> = b.iter().map(|x| x.0).collect();
+    if ia != ib {
+        d.error(
+            "unpaired_factor",
+            format!(
+                "list-valued factors differ: lora_a has {} entries, lora_b has {}",
+                ia.len(),
+                ib.len()
+            ),
+        );
+        return dims;
+    }
+    let mut rank = None;
+    let mut in_dims = None;
+    let mut out = 0u64;
+    for (x, y) in a.iter().zip(b) {
+        let (sa, sb) = (tensors[x.1].shape, tensors[y.1].shape);
+        if sa.len() != 2 || sb.len() != 2 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "fused factors {} and {} are not 2-D",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+            return dims;
+        }
+        let (r, i, o) = pair_2d(d, sa, sb, true);
+        if rank.is_some() && rank != r || in_dims.is_some() && in_dims != Some(i) {
+            d.error(
+                "rank_mismatch",
+                "the fused factors disagree on rank or in_dims".into(),
+            );
+            return dims;
+        }
+        rank = r;
+        in_dims = Some(i);
+        out = out.saturating_add(o);
+    }
+    dims.rank = rank;
+    dims.in_dims = in_dims;
+    dims.out_dims = Some(out);
+    dims
+}
+
+fn per_expert(
+    d: &mut Draft<'_>,
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+    m: &[(Slot, usize)],
+    tensors: &[TensorView<'_>],
+) -> Dims {
+    let mut dims = Dims {
+        kind: Kind::Switch,
+        rank: None,
+        in_dims: None,
+        out_dims: None,
+        num_experts: None,
+        layout: Some(Layout::PeftPerExpert),
+    };
+    let experts = join_experts(a, b);
+    if !m.is_empty() {
+        d.error(
+            "dora_on_switch",
+            "DoRA magnitudes on per-expert modules cannot be stacked into a switch layer".into(),
+        );
+    }
+    let count = experts.last().map_or(0, |x| x.0.saturating_add(1));
+    dims.num_experts = Some(count);
+    // Gaps as ranges: an expert index can be any number, so they are never listed one by one.
+    let mut missing: Vec<(u64, u64)> = Vec::new();
+    let mut next = 0;
+    for &(e, _, _) in &experts {
+        if e > next {
+            missing.push((next, e - 1));
+        }
+        next = e.saturating_add(1);
+    }
+    if !missing.is_empty() {
+        let n: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
+        d.error(
+            "missing_experts",
+            format!(
+                "{n} of {count} experts have no factors: {}",
+                ranges_str(&missing)
+            ),
+        );
+    }
+    let mut seen: Option<(Option<u64>, u64, u64)> = None;
+    let mut disagree = Vec::new();
+    let mut half = Vec::new();
+    for &(e, ia, ib) in &experts {
+        let (Some(ia), Some(ib)) = (ia, ib) else {
+            half.push(e);
+            continue;
+        };
+        let (sa, sb) = (tensors[ia].shape, tensors[ib].shape);
+        if sa.len() != 2 || sb.len() != 2 {
+            d.error(
+                "bad_factor_shape",
+                format!(
+                    "expert {e}: factors {} and {} are not 2-D",
+                    shape_str(sa),
+                    shape_str(sb)
+                ),
+            );
+            return dims;
+        }
+        let mut sub = Draft {
+            path: d.path,
+            problems: Vec::new(),
+        };
+        let got = pair_2d(&mut sub, sa, sb, false);
+        match &seen {
+            None => {
+                d.problems.extend(sub.problems);
+                seen = Some(got);
+            }
+            Some(first) if *first != got => disagree.push(e),
+            Some(_) => {}
+        }
+    }
+    if !half.is_empty() {
+        d.error(
+            "unpaired_factor",
+            format!(
+                "experts {} have only one of lora_A/lora_B",
+                compress_ranges(&half)
+            ),
+        );
+    }
+    if !disagree.is_empty() {
+        d.error(
+            "rank_mismatch",
+            format!(
+                "experts {} differ in rank or dims from the first expert",
+                compress_ranges(&disagree)
+            ),
+        );
+    }
+    if let Some((r, i, o)) = seen {
+        dims.rank = r;
+        dims.in_dims = Some(i);
+        dims.out_dims = Some(o);
+    }
+    dims
+}
+
+/// The experts of a module's A and B factors (each sorted by slot, then tensor index), in expert
+/// order: (expert, its A, its B). Of two factors for one expert and leaf, the later tensor counts.
+pub(crate) fn join_experts(
+    a: &[(Slot, usize)],
+    b: &[(Slot, usize)],
+) -> Vec<(u64, Option<usize>, Option<usize>)> {
+    let experts = |v: &[(Slot, usize)]| -> Vec<(u64, usize)> {
+        let mut out: Vec<(u64, usize)> = Vec::with_capacity(v.len());
+        for &(slot, i) in v {
+            if let Slot::Expert(e) = slot {
+                match out.last_mut() {
+                    Some(last) if last.0 == e => last.1 = i,
+                    _ => out.push((e, i)),
+                }
+            }
+        }
+        out
+    };
+    let (a, b) = (experts(a), experts(b));
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        let ea = a.get(i).map_or(u64::MAX, |x| x.0);
+        let eb = b.get(j).map_or(u64::MAX, |x| x.0);
+        let (fa, fb) = (i < a.len() && ea <= eb, j < b.len() && eb <= ea);
+        let e = if fa { ea } else { eb };
+        out.push((e, fa.then(|| a[i].1), fb.then(|| b[j].1)));
+        i += usize::from(fa);
+        j += usize::from(fb);
+    }
+    out
+}

@@ -1,0 +1,101 @@
+//! Module paths: where the layer index is, whether a config key covers a path, which module names
+//! are embeddings.
+//!
+//! May use: nothing else of the crate.
+
+/// The names of the containers whose numbered children are layers (`model.layers.3`, `h.0`).
+const LAYER_CONTAINERS: &[&str] = &["layers", "h", "blocks", "layer", "block"];
+
+/// The layer index of a module path: the first number right after `layers` (or `h`, `blocks`).
+pub fn layer_index(path: &str) -> Option<u64> {
+    layer_split(path).map(|(_, i, _)| i)
+}
+
+/// Split a module path at its layer index: `model.layers.3.mlp.up` -> (`model.layers`, 3, `mlp.up`).
+/// Both sides are slices of `path` (the rest is empty when the index ends it).
+pub fn layer_split(path: &str) -> Option<(&str, u64, &str)> {
+    let mut prev: Option<&str> = None;
+    let mut start = 0;
+    for part in path.split('.') {
+        if prev.is_some_and(|p| LAYER_CONTAINERS.contains(&p)) {
+            if let Ok(n) = part.parse() {
+                let end = start + part.len();
+                return Some((&path[..start - 1], n, path.get(end + 1..).unwrap_or("")));
+            }
+        }
+        prev = Some(part);
+        start += part.len() + 1;
+    }
+    None
+}
+
+pub(crate) fn template_of(path: &str) -> (String, Option<u64>) {
+    let mut prev = "";
+    let mut out = Vec::new();
+    let mut layer = None;
+    for part in path.split('.') {
+        if layer.is_none() && LAYER_CONTAINERS.contains(&prev) {
+            if let Ok(n) = part.parse() {
+                layer = Some(n);
+                out.push("*");
+                prev = part;
+                continue;
+            }
+        }
+        out.push(part);
+        prev = part;
+    }
+    (out.join("."), layer)
+}
+
+pub(crate) fn key_covers(key: &str, path: &str) -> bool {
+    path == key
+        || (path.len() > key.len()
+            && path.ends_with(key)
+            && path.as_bytes()[path.len() - key.len() - 1] == b'.')
+}
+
+const EMBEDDING_NAMES: &[&str] = &[
+    "embed_tokens",
+    "wte",
+    "word_embeddings",
+    "tok_embeddings",
+    "token_embedding",
+    "token_embd",
+    "embedding",
+    "embeddings",
+    "embed",
+];
+
+pub(crate) fn looks_like_embedding(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    EMBEDDING_NAMES.contains(&last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_split_borrows_both_sides() {
+        assert_eq!(
+            layer_split("model.layers.3.mlp.up"),
+            Some(("model.layers", 3, "mlp.up"))
+        );
+        assert_eq!(layer_split("layers.10"), Some(("layers", 10, "")));
+        assert_eq!(
+            layer_split("transformer.h.0.attn.c_attn"),
+            Some(("transformer.h", 0, "attn.c_attn"))
+        );
+        // The first number after a container: a later one is part of the rest.
+        assert_eq!(
+            layer_split("model.layers.x.blocks.2.layers.5.q"),
+            Some(("model.layers.x.blocks", 2, "layers.5.q"))
+        );
+        assert_eq!(layer_split("model.layers.mlp"), None);
+        assert_eq!(layer_split("layers"), None);
+        assert_eq!(layer_split("3.layers"), None);
+        assert_eq!(layer_index("model.layers.07.mlp"), Some(7));
+        assert_eq!(layer_index("model.embed_tokens"), None);
+    }
+}
