@@ -16,7 +16,7 @@ use crate::infer::Kind;
 use crate::naming::experts::RecentExperts;
 use crate::naming::natural::sort_natural;
 use crate::naming::paths::{layer_split, looks_like_embedding};
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::header::Header;
 use crate::read::open::{read_small_file, Limits};
 use crate::read::plan::{read_plans, Read, ReadPlan};
@@ -436,7 +436,7 @@ fn build_targets(
             } => {
                 if let Some((stored, count)) = inconsistent {
                     problems.push(Problem::new(
-                        "base_experts_inconsistent",
+                        Code::BaseExpertsInconsistent,
                         Severity::Warning,
                         Some(grouped.as_str()),
                         format!(
@@ -452,7 +452,7 @@ fn build_targets(
     }
     if !unknown_bits.is_empty() {
         problems.push(Problem::new(
-            "base_quantization_unknown",
+            Code::BaseQuantizationUnknown,
             Severity::Error,
             None,
             format!(
@@ -471,7 +471,7 @@ fn build_targets(
     sort_natural(&mut implausible, |x| x.0.as_str());
     for (path, count) in implausible {
         problems.push(Problem::new(
-            "base_experts_implausible",
+            Code::BaseExpertsImplausible,
             Severity::Error,
             Some(path.as_str()),
             format!(

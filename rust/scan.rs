@@ -14,7 +14,7 @@ use crate::config::{parse_config, AdapterConfig, PeftRanks, Schema};
 use crate::error::{Result, ScanError};
 use crate::infer::{infer, InferOptions, Module, TensorView};
 use crate::naming::natural::natural_cmp;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::header::Header;
 use crate::read::open::{check_inside, read_small_file, SymlinkPolicy};
 use crate::read::plan::{read_plans, Read, ReadPlan};
@@ -153,7 +153,7 @@ fn finish_scan(
     };
     for other in &sources.others {
         problems.push(Problem::new(
-            "unreferenced_shard",
+            Code::UnreferencedShard,
             Severity::Warning,
             None,
             format!(
@@ -255,7 +255,7 @@ mod tests {
     }
 
     fn codes(s: &Scan) -> Vec<&'static str> {
-        s.problems.iter().map(|p| p.code).collect()
+        s.problems.iter().map(|p| p.code.name()).collect()
     }
 
     const PAIR: &[(&str, &str, &[u64])] = &[

@@ -239,7 +239,7 @@ pub struct DataReport {
 /// Turn per-tensor statistics into problems and per-module norms.
 pub fn summarize(scan: &Scan, stats: &[Option<TensorStats>]) -> DataReport {
     use crate::naming::leaves::{classify, Leaf, PEFT_PREFIX};
-    use crate::problem::{Problem, Severity};
+    use crate::problem::{Code, Problem, Severity};
 
     let mut report = DataReport::default();
     for (i, s) in stats.iter().enumerate() {
@@ -248,7 +248,7 @@ pub fn summarize(scan: &Scan, stats: &[Option<TensorStats>]) -> DataReport {
         report.tensors_checked += usize::from(s.checked);
         if s.nan > 0 || s.inf > 0 {
             report.problems.push(Problem::new(
-                "non_finite_values",
+                Code::NonFiniteValues,
                 Severity::Error,
                 Some(&s.name),
                 format!("{} NaN and {} Inf values", s.nan, s.inf),
@@ -281,7 +281,7 @@ pub fn summarize(scan: &Scan, stats: &[Option<TensorStats>]) -> DataReport {
         norms.m = sm.map(f64::sqrt);
         if b_seen && b_zero {
             report.problems.push(Problem::new(
-                "lora_b_all_zero",
+                Code::LoraBAllZero,
                 Severity::Warning,
                 Some(&m.path),
                 "every value of the B factor is zero: the module was never trained, or its values were lost (it changes nothing)".into(),

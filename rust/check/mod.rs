@@ -18,7 +18,7 @@ use crate::naming::experts::{per_expert_path, stacked_path};
 use crate::naming::layout::Layout;
 use crate::naming::leaves::{Family, Leaf, Slot, PEFT_PREFIX};
 use crate::naming::paths::{key_covers, layer_split};
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::open::Limits;
 use crate::read::plan::read_plans;
 use crate::read::table::Shape;
@@ -351,7 +351,7 @@ fn prefix_hint(
     let (hits, text) = best?;
     (hits * 2 >= unmatched.len()).then(|| {
         Problem::new(
-            "prefix_mismatch",
+            Code::PrefixMismatch,
             Severity::Error,
             None,
             format!(
@@ -405,7 +405,7 @@ fn check_fused(
         (m.rank, t.num_experts, t.in_dims, t.out_dims, same)
     else {
         problems.push(Problem::new(
-            "not_checked",
+            Code::NotChecked,
             Severity::Warning,
             Some(&m.path),
             "target_parameters factors are not checked against the base: the rank or the \
@@ -531,7 +531,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
     let t = targets[0];
     if m.layout == Layout::MlxFused {
         f.problems.push(Problem::new(
-            "not_checked",
+            Code::NotChecked,
             Severity::Warning,
             Some(&m.path),
             format!("{} factors are not checked against the base", m.layout),
@@ -661,7 +661,7 @@ fn check_module<'s>(cx: &ModuleCx<'s>, m: &'s Module) -> Findings<'s> {
             .all(|x| x.saved.len() == 2 && x.saved.iter().rev().eq(x.expected.iter()))
     {
         f.problems.push(Problem::new(
-            "orientation_flipped",
+            Code::OrientationFlipped,
             Severity::Error,
             Some(&m.path),
             "every factor has the transposed shape of what the model needs: the adapter is in \
@@ -731,7 +731,7 @@ pub fn check(scan: &Scan, expected: &Expected) -> Result<Report> {
     let flipped_known: foldhash::HashSet<&str> = scan
         .problems
         .iter()
-        .filter(|p| p.code == "orientation_flipped")
+        .filter(|p| p.code == Code::OrientationFlipped)
         .filter_map(|p| p.path.as_deref())
         .collect();
 

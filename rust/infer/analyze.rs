@@ -9,7 +9,7 @@ use crate::naming::layout::Layout;
 use crate::naming::leaves::{Family, Leaf, Slot};
 use crate::naming::paths::looks_like_embedding;
 use crate::naming::ranges::{compress_ranges, ranges_str};
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::dtype::Dtype;
 use smallvec::SmallVec;
 
@@ -19,7 +19,7 @@ struct Draft<'p> {
 }
 
 impl Draft<'_> {
-    fn error(&mut self, code: &'static str, message: String) {
+    fn error(&mut self, code: Code, message: String) {
         self.problems.push(Problem::new(
             code,
             Severity::Error,
@@ -27,7 +27,7 @@ impl Draft<'_> {
             message,
         ));
     }
-    fn warn(&mut self, code: &'static str, message: String) {
+    fn warn(&mut self, code: Code, message: String) {
         self.problems.push(Problem::new(
             code,
             Severity::Warning,
@@ -95,7 +95,7 @@ pub(crate) fn analyze(
         dtypes[0].name()
     } else {
         d.warn(
-            "mixed_dtypes",
+            Code::MixedDtypes,
             format!(
                 "the module's tensors have different dtypes ({})",
                 dtypes
@@ -127,11 +127,11 @@ pub(crate) fn analyze(
     };
     if let Some(r) = dims.rank {
         if r == 0 {
-            d.error("degenerate_rank", "the rank is 0".into());
+            d.error(Code::DegenerateRank, "the rank is 0".into());
         } else if let (Some(i), Some(o)) = (dims.in_dims, dims.out_dims) {
             if r > i.min(o) {
                 d.warn(
-                    "degenerate_rank",
+                    Code::DegenerateRank,
                     format!("rank {r} exceeds min(in_dims, out_dims) = {}", i.min(o)),
                 );
             }
@@ -139,7 +139,7 @@ pub(crate) fn analyze(
     }
     if dims.kind == Kind::Switch && variant == Variant::Dora {
         d.error(
-            "dora_on_switch",
+            Code::DoraOnSwitch,
             "a DoRA magnitude on a switch (MoE) module: mlx-lm has no DoRA for SwitchLinear".into(),
         );
     }
@@ -166,7 +166,7 @@ fn unpaired(d: &mut Draft<'_>, a: &[(Slot, usize)], b: &[(Slot, usize)], what: &
     if a.is_empty() || b.is_empty() {
         let (have, lack) = if a.is_empty() { ("B", "A") } else { ("A", "B") };
         d.error(
-            "unpaired_factor",
+            Code::UnpairedFactor,
             format!("{what}has a LoRA {have} factor but no {lack} factor"),
         );
         return true;
@@ -211,7 +211,7 @@ fn pair_2d(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], standard: bool) -> (Option
             )
         };
         d.error(
-            "orientation_flipped",
+            Code::OrientationFlipped,
             format!(
                 "factors {} and {} are in {other} under {names}; they must be transposed",
                 shape_str(sa),
@@ -221,7 +221,7 @@ fn pair_2d(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], standard: bool) -> (Option
         return (Some(fa), ra, rb);
     }
     d.error(
-        "rank_mismatch",
+        Code::RankMismatch,
         format!(
             "the factors {} and {} do not share a rank axis",
             shape_str(sa),
@@ -282,7 +282,7 @@ fn single(
         return dims;
     }
     if a.len() > 1 || b.len() > 1 {
-        d.error("unpaired_factor", "more than one A or B factor".into());
+        d.error(Code::UnpairedFactor, "more than one A or B factor".into());
     }
     let sa = tensors[a[0].1].shape;
     let sb = tensors[b[0].1].shape;
@@ -297,7 +297,7 @@ fn single(
                 // A (E*r, in), B (out, r*E): the expert count is not in the header.
                 dims.rank = None;
                 d.warn(
-                    "rank_needs_expert_count",
+                    Code::RankNeedsExpertCount,
                     format!(
                         "PEFT target_parameters factors {} and {} hold rank x experts = {}; the \
                          rank is that divided by the base model's expert count",
@@ -314,7 +314,7 @@ fn single(
                 dims.num_experts = Some(sa[0]);
             } else {
                 d.error(
-                    "expert_count_mismatch",
+                    Code::ExpertCountMismatch,
                     format!(
                         "lora_a {} has {} experts, lora_b {} has {}",
                         shape_str(sa),
@@ -340,7 +340,7 @@ fn single(
                 dims.rank = Some(r);
                 dims.layout = Some(Layout::MlxSwitchLegacy);
                 d.warn(
-                    "legacy_switch_layout",
+                    Code::LegacySwitchLayout,
                     format!(
                         "lora_a {} is the 2-D (experts*rank, in) layout of mlx-lm < 0.28.3; \
                          current mlx-lm expects ({e}, {r}, {}) and rejects it unless reshaped",
@@ -350,7 +350,7 @@ fn single(
                 );
             } else {
                 d.error(
-                    "rank_mismatch",
+                    Code::RankMismatch,
                     format!(
                         "lora_a {} is not (experts*rank, in) for lora_b {}",
                         shape_str(sa),
@@ -361,7 +361,7 @@ fn single(
         }
         _ => {
             d.error(
-                "bad_factor_shape",
+                Code::BadFactorShape,
                 format!(
                     "factor shapes {} and {} fit no known layout",
                     shape_str(sa),
@@ -372,7 +372,7 @@ fn single(
     }
     if family == Family::MlxLayer {
         d.warn(
-            "layer_wrapped_factors",
+            Code::LayerWrappedFactors,
             "factors are stored as `lora_a.weight`/`lora_b.weight` (layer-wrapped halves); \
              mlx-lm's load_adapters rejects `.weight` leaves"
                 .into(),
@@ -382,7 +382,7 @@ fn single(
         let sm = tensors[mi].shape;
         if m.len() > 1 || sm.len() != 1 {
             d.error(
-                "bad_factor_shape",
+                Code::BadFactorShape,
                 format!(
                     "the DoRA magnitude has shape {}, expected 1-D",
                     shape_str(sm)
@@ -397,7 +397,7 @@ fn single(
                 dims.kind = Kind::Embedding;
             } else {
                 d.error(
-                    "bad_factor_shape",
+                    Code::BadFactorShape,
                     format!(
                         "the DoRA magnitude has {n} entries; the module has in_dims {} and out_dims {}",
                         dims.in_dims.map_or_else(|| "?".into(), |x| x.to_string()),
@@ -434,7 +434,7 @@ fn fused(
     let ib: Vec<_> = b.iter().map(|x| x.0).collect();
     if ia != ib {
         d.error(
-            "unpaired_factor",
+            Code::UnpairedFactor,
             format!(
                 "list-valued factors differ: lora_a has {} entries, lora_b has {}",
                 ia.len(),
@@ -450,7 +450,7 @@ fn fused(
         let (sa, sb) = (tensors[x.1].shape, tensors[y.1].shape);
         if sa.len() != 2 || sb.len() != 2 {
             d.error(
-                "bad_factor_shape",
+                Code::BadFactorShape,
                 format!(
                     "fused factors {} and {} are not 2-D",
                     shape_str(sa),
@@ -462,7 +462,7 @@ fn fused(
         let (r, i, o) = pair_2d(d, sa, sb, true);
         if rank.is_some() && rank != r || in_dims.is_some() && in_dims != Some(i) {
             d.error(
-                "rank_mismatch",
+                Code::RankMismatch,
                 "the fused factors disagree on rank or in_dims".into(),
             );
             return dims;
@@ -495,7 +495,7 @@ fn per_expert(
     let experts = join_experts(a, b);
     if !m.is_empty() {
         d.error(
-            "dora_on_switch",
+            Code::DoraOnSwitch,
             "DoRA magnitudes on per-expert modules cannot be stacked into a switch layer".into(),
         );
     }
@@ -513,7 +513,7 @@ fn per_expert(
     if !missing.is_empty() {
         let n: u64 = missing.iter().map(|(a, b)| b - a + 1).sum();
         d.error(
-            "missing_experts",
+            Code::MissingExperts,
             format!(
                 "{n} of {count} experts have no factors: {}",
                 ranges_str(&missing)
@@ -531,7 +531,7 @@ fn per_expert(
         let (sa, sb) = (tensors[ia].shape, tensors[ib].shape);
         if sa.len() != 2 || sb.len() != 2 {
             d.error(
-                "bad_factor_shape",
+                Code::BadFactorShape,
                 format!(
                     "expert {e}: factors {} and {} are not 2-D",
                     shape_str(sa),
@@ -556,7 +556,7 @@ fn per_expert(
     }
     if !half.is_empty() {
         d.error(
-            "unpaired_factor",
+            Code::UnpairedFactor,
             format!(
                 "experts {} have only one of lora_A/lora_B",
                 compress_ranges(&half)
@@ -565,7 +565,7 @@ fn per_expert(
     }
     if !disagree.is_empty() {
         d.error(
-            "rank_mismatch",
+            Code::RankMismatch,
             format!(
                 "experts {} differ in rank or dims from the first expert",
                 compress_ranges(&disagree)

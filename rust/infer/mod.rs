@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 pub use crate::naming::leaves::Family;
 use crate::naming::leaves::{Leaf, Slot};
 use crate::naming::natural::sort_natural;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::dtype::Dtype;
 
 mod analyze;
@@ -150,7 +150,7 @@ fn outcome(
     let mut mixed = None;
     if fams.len() > 1 {
         mixed = Some(Problem::new(
-            "mixed_formats",
+            Code::MixedFormats,
             Severity::Error,
             Some(path),
             format!("the module's tensors mix naming conventions ({fams:?})"),

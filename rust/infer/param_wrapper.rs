@@ -21,7 +21,7 @@ use crate::infer::{Kind, Module, TensorView};
 use crate::naming::layout::Layout;
 use crate::naming::natural::sort_natural;
 use crate::naming::paths::key_covers;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 
 /// The order in which Hugging Face expert modules register their fused parameters.
 const REGISTRATION_ORDER: &[&str] = &["gate_up_proj", "gate_proj", "up_proj", "down_proj"];
@@ -125,7 +125,7 @@ pub fn resolve(
         members.sort_unstable();
         // Settled here, one way or the other.
         problems.retain(|p| {
-            p.code != "rank_needs_expert_count"
+            p.code != Code::RankNeedsExpertCount
                 || !members
                     .iter()
                     .any(|&(_, i)| p.path.as_deref() == Some(&modules[i].path))
@@ -137,7 +137,7 @@ pub fn resolve(
             && members.last().is_some_and(|(d, _)| *d < k);
         if members.len() > k || !depths_ok {
             problems.push(Problem::new(
-                "param_wrapper_unresolved",
+                Code::ParamWrapperUnresolved,
                 Severity::Error,
                 Some(&base),
                 format!(
@@ -167,7 +167,7 @@ pub fn resolve(
             m.out_dims = Some(sb[0]);
             match rank_for(&path) {
                 None => problems.push(Problem::new(
-                    "rank_needs_expert_count",
+                    Code::RankNeedsExpertCount,
                     Severity::Warning,
                     Some(&path),
                     format!(
@@ -179,7 +179,7 @@ pub fn resolve(
                 )),
                 Some(0) => {}
                 Some(r) if folded % r != 0 => problems.push(Problem::new(
-                    "rank_mismatch",
+                    Code::RankMismatch,
                     Severity::Error,
                     Some(&path),
                     format!(
@@ -201,7 +201,7 @@ pub fn resolve(
         if let (Some(gu), Some(down)) = (find("gate_up_proj"), find("down_proj")) {
             if gu.2 != 2 * down.1 || down.2 != gu.1 || gu.3 != down.3 {
                 problems.push(Problem::new(
-                    "fused_shapes_disagree",
+                    Code::FusedShapesDisagree,
                     Severity::Error,
                     Some(&base),
                     format!(
@@ -216,7 +216,7 @@ pub fn resolve(
         }
         if let Some(gu) = find("gate_up_proj").filter(|gu| gu.2 % 2 != 0) {
             problems.push(Problem::new(
-                "fused_shapes_disagree",
+                Code::FusedShapesDisagree,
                 Severity::Error,
                 Some(&format!("{base}.gate_up_proj")),
                 format!(
@@ -229,7 +229,7 @@ pub fn resolve(
     for (i, path) in renamed {
         if modules.iter().any(|m| m.path == path) {
             problems.push(Problem::new(
-                "duplicate_module",
+                Code::DuplicateModule,
                 Severity::Error,
                 Some(&path),
                 "both per-expert and target_parameters factors adapt this module".into(),

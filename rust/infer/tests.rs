@@ -23,7 +23,7 @@ fn run_with(spec: &[(&str, &str, &[u64])], opts: InferOptions) -> Inference {
 }
 
 fn codes(inf: &Inference) -> Vec<&'static str> {
-    inf.problems.iter().map(|p| p.code).collect()
+    inf.problems.iter().map(|p| p.code.name()).collect()
 }
 
 #[test]

@@ -699,7 +699,7 @@ fn problems_of(problems: &[crate::problem::Problem]) -> Vec<PyProblem> {
     problems
         .iter()
         .map(|p| PyProblem {
-            code: p.code,
+            code: p.code.name(),
             severity: p.severity.name(),
             path: p.path.clone(),
             message: p.message.clone(),

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::error::{Result, ScanError, ShardKeyIssue};
 use crate::naming::natural::sort_natural;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 use crate::read::header::{all_distinct, name_hash, Header};
 use crate::read::index::ShardIndex;
 
@@ -229,7 +229,7 @@ fn check_total_size(index: &ShardIndex, headers: &[Header], problems: &mut Vec<P
         let data: u64 = headers.iter().map(Header::data_bytes).sum();
         if total != data {
             problems.push(Problem::new(
-                "index_total_size_mismatch",
+                Code::IndexTotalSizeMismatch,
                 Severity::Warning,
                 None,
                 format!(

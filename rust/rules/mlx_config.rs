@@ -10,22 +10,23 @@ use crate::infer::Module;
 use crate::naming::files::CONFIG_NAME;
 use crate::naming::paths::{key_covers, layer_index};
 use crate::naming::ranges::compress_ranges;
+use crate::problem::Code;
 use crate::rules::{check_rank, Ctx};
 
 pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
     match c.schema {
         Schema::MlxLegacy => cx.warn(
-            "legacy_config",
+            Code::LegacyConfig,
             None,
             "pre-0.19 mlx-lm config (`lora_layers`/`use_dora`, no `num_layers`/`fine_tune_type`): current mlx-lm fails on it with AttributeError".into(),
         ),
         Schema::MlxVlmLegacy => cx.warn(
-            "legacy_config",
+            Code::LegacyConfig,
             None,
             "mlx-vlm < 0.6 config: its `alpha` was the scale itself up to mlx-vlm 0.4.4 and alpha/rank from 0.5.0, so the intended scale is ambiguous".into(),
         ),
         Schema::Unknown => cx.warn(
-            "config_unrecognised",
+            Code::ConfigUnrecognised,
             None,
             format!("{CONFIG_NAME} follows no known schema (no lora_parameters, num_layers, fine_tune_type, peft_type)"),
         ),
@@ -38,28 +39,28 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     if !vlm {
         if !c.has_lora_parameters {
             cx.error(
-                "config_field_missing",
+                Code::ConfigFieldMissing,
                 None,
                 "no `lora_parameters`: mlx-lm's load_adapters fails with AttributeError".into(),
             );
         }
         if c.num_layers.is_none() {
             cx.error(
-                "config_field_missing",
+                Code::ConfigFieldMissing,
                 None,
                 "no `num_layers`: mlx-lm's load_adapters fails with AttributeError".into(),
             );
         }
         if c.has_lora_parameters && c.rank.is_none() {
             cx.error(
-                "config_field_missing",
+                Code::ConfigFieldMissing,
                 None,
                 "no `lora_parameters.rank`: mlx-lm's load_adapters fails with KeyError".into(),
             );
         }
         if c.has_lora_parameters && c.dropout.is_none() {
             cx.error(
-                "config_field_missing",
+                Code::ConfigFieldMissing,
                 None,
                 "no `lora_parameters.dropout`: mlx-lm's load_adapters fails with KeyError".into(),
             );
@@ -67,13 +68,13 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
         if c.scale.is_none() {
             if c.alpha.is_some() {
                 cx.error(
-                    "config_alpha_instead_of_scale",
+                    Code::ConfigAlphaInsteadOfScale,
                     None,
                     "the config gives `alpha` but no `scale`: mlx-lm applies `scale` directly (scale = alpha / rank in PEFT terms) and refuses a config without it".into(),
                 );
             } else if c.has_lora_parameters || c.top_scale.is_none() {
                 cx.error(
-                    "config_scale_missing",
+                    Code::ConfigScaleMissing,
                     None,
                     "no `lora_parameters.scale`: the adapter's strength is unknown".into(),
                 );
@@ -83,7 +84,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     if let (Some(a), Some(b)) = (c.rank, c.top_rank) {
         if a != b {
             cx.error(
-                "config_rank_conflict",
+                Code::ConfigRankConflict,
                 None,
                 format!("top-level rank {b} contradicts lora_parameters.rank {a}"),
             );
@@ -92,7 +93,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     if let (Some(a), Some(b)) = (c.scale, c.top_scale) {
         if (a - b).abs() > f64::EPSILON * a.abs().max(1.0) {
             cx.error(
-                "config_rank_conflict",
+                Code::ConfigRankConflict,
                 None,
                 format!("top-level scale {b} contradicts lora_parameters.scale {a}"),
             );
@@ -101,14 +102,18 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     if let Some(d) = c.dropout {
         if !(0.0..1.0).contains(&d) {
             cx.error(
-                "config_value_invalid",
+                Code::ConfigValueInvalid,
                 None,
                 format!("dropout {d} is not a probability in [0, 1)"),
             );
         }
     }
     if c.rank == Some(0) {
-        cx.error("config_value_invalid", None, "rank 0 in the config".into());
+        cx.error(
+            Code::ConfigValueInvalid,
+            None,
+            "rank 0 in the config".into(),
+        );
     }
 
     // Ranks: per-module entries win, then the global rank.
@@ -132,7 +137,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
         let b: HashSet<&String> = paths.iter().collect();
         if a != b {
             cx.warn(
-                "config_paths_conflict",
+                Code::ConfigPathsConflict,
                 None,
                 "lora_parameters.keys and unsloth_mlx_lora_module_paths list different modules; loaders disagree on which wins".into(),
             );
@@ -141,7 +146,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     let listed = c.keys.as_ref().or(c.module_paths.as_ref());
     match listed {
         Some(keys) if keys.is_empty() => cx.error(
-            "config_keys_empty",
+            Code::ConfigKeysEmpty,
             None,
             format!("the config lists no modules (`keys: []`) but the adapter holds {} LoRA modules; it cannot be reloaded", modules.len()),
         ),
@@ -149,7 +154,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             for k in keys {
                 if !modules.iter().any(|m| key_covers(k, &m.path)) {
                     cx.error(
-                        "config_key_unsaved",
+                        Code::ConfigKeyUnsaved,
                         Some(k),
                         format!("the config names `{k}` but the adapter has no tensors for it; a loader would add a zero-effect wrapper (or nothing at all)"),
                     );
@@ -158,7 +163,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             for m in modules {
                 if !keys.iter().any(|k| key_covers(k, &m.path)) {
                     cx.error(
-                        "module_not_in_keys",
+                        Code::ModuleNotInKeys,
                         Some(&m.path),
                         "the adapter saves this module but the config's keys do not name it; loaders refuse or drop its tensors".into(),
                     );
@@ -168,13 +173,13 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
         None if !vlm => {
             for m in modules.iter().filter(|m| layer_index(&m.path).is_none()) {
                 cx.error(
-                    "module_not_in_keys",
+                    Code::ModuleNotInKeys,
                     Some(&m.path),
                     "the module is outside the numbered layers and the config has no `keys`; mlx-lm only wraps modules inside the layers and refuses its tensors".into(),
                 );
             }
             cx.warn(
-                "config_keys_missing",
+                Code::ConfigKeysMissing,
                 None,
                 "no lora_parameters.keys: mlx-lm wraps every Linear, SwitchLinear and Embedding of the last num_layers blocks, including modules the adapter has no tensors for".into(),
             );
@@ -194,7 +199,7 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             let mut sorted: Vec<u64> = layers.into_iter().collect();
             sorted.sort_unstable();
             cx.error(
-                "config_num_layers_mismatch",
+                Code::ConfigNumLayersMismatch,
                 None,
                 format!(
                     "num_layers is {n} but the adapter has tensors in {} layers ({}); a loader wraps only the last {n}",

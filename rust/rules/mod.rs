@@ -14,7 +14,7 @@ use crate::config::{AdapterConfig, Schema};
 use crate::error::Result;
 use crate::infer::{Family, Kind, Module, Variant};
 use crate::naming::files::CONFIG_NAME;
-use crate::problem::{Problem, Severity};
+use crate::problem::{Code, Problem, Severity};
 
 pub mod format;
 pub mod index;
@@ -32,11 +32,11 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    pub(crate) fn error(&mut self, code: &'static str, path: Option<&str>, message: String) {
+    pub(crate) fn error(&mut self, code: Code, path: Option<&str>, message: String) {
         self.problems
             .push(Problem::new(code, Severity::Error, path, message));
     }
-    pub(crate) fn warn(&mut self, code: &'static str, path: Option<&str>, message: String) {
+    pub(crate) fn warn(&mut self, code: Code, path: Option<&str>, message: String) {
         self.problems
             .push(Problem::new(code, Severity::Warning, path, message));
     }
@@ -58,7 +58,7 @@ pub(crate) fn judge(
     let format = match (has_peft, has_mlx) {
         (true, true) => {
             cx.error(
-                "mixed_formats",
+                Code::MixedFormats,
                 None,
                 "the adapter mixes PEFT names (lora_A/lora_B) with mlx names (lora_a/lora_b)"
                     .into(),
@@ -77,7 +77,7 @@ pub(crate) fn judge(
         || (matches!(schema, Schema::Mlx | Schema::MlxLegacy) && has_peft && !has_mlx)
     {
         cx.error(
-            "mixed_formats",
+            Code::MixedFormats,
             None,
             format!(
                 "the config follows the {} schema but the tensors use {} names",
@@ -110,7 +110,7 @@ pub(crate) fn judge(
         Some("full") => Some("full"),
         Some(other) => {
             cx.warn(
-                "fine_tune_type_unknown",
+                Code::FineTuneTypeUnknown,
                 None,
                 format!("fine_tune_type `{other}` is not lora, dora or full; mlx-lm silently treats it as lora"),
             );
@@ -131,19 +131,19 @@ pub(crate) fn judge(
 
     if config.is_none() && config_expected {
         cx.warn(
-            "config_missing",
+            Code::ConfigMissing,
             None,
             format!("no {CONFIG_NAME}: the scale is unknown and mlx-lm's load_adapters cannot load the adapter"),
         );
     }
     match effective {
         Some("full") if !modules.is_empty() => cx.error(
-            "fine_tune_type_mismatch",
+            Code::FineTuneTypeMismatch,
             None,
             format!("fine_tune_type is full but the adapter holds {} LoRA modules", modules.len()),
         ),
         Some("lora" | "dora") if modules.is_empty() && !non_adapter.is_empty() => cx.error(
-            "fine_tune_type_mismatch",
+            Code::FineTuneTypeMismatch,
             None,
             format!(
                 "the config declares {} but the adapter holds no LoRA factors, only {} other tensors",
@@ -159,7 +159,7 @@ pub(crate) fn judge(
             .filter(|m| m.variant == Variant::Lora && m.kind != Kind::Switch)
         {
             cx.error(
-                "dora_magnitude_missing",
+                Code::DoraMagnitudeMissing,
                 Some(&m.path),
                 "fine_tune_type is dora but the module has no magnitude `m`; a loader would use the base norm silently".into(),
             );
@@ -167,7 +167,7 @@ pub(crate) fn judge(
     } else if effective == Some("lora") {
         for m in modules.iter().filter(|m| m.variant == Variant::Dora) {
             cx.error(
-                "dora_magnitude_unexpected",
+                Code::DoraMagnitudeUnexpected,
                 Some(&m.path),
                 "the module has a DoRA magnitude but the config declares lora".into(),
             );
@@ -181,7 +181,7 @@ pub(crate) fn judge(
     dtypes.dedup();
     if dtypes.len() > 1 {
         cx.warn(
-            "mixed_dtypes",
+            Code::MixedDtypes,
             None,
             format!("modules have different dtypes: {}", dtypes.join(", ")),
         );
@@ -204,7 +204,7 @@ pub(crate) fn check_rank(cx: &mut Ctx<'_>, m: &Module, expected: u64, source: &s
     if let Some(r) = m.rank {
         if r != expected {
             cx.error(
-                "config_rank_mismatch",
+                Code::ConfigRankMismatch,
                 Some(&m.path),
                 format!("the tensors have rank {r}, {source} says {expected}"),
             );

@@ -9,6 +9,7 @@ use crate::infer::{Kind, Module};
 use crate::naming::experts::grouped;
 use crate::naming::layout::Layout;
 use crate::naming::paths::{key_covers, layer_index};
+use crate::problem::Code;
 use crate::rules::{check_rank, Ctx};
 
 pub(crate) fn check_peft_config(
@@ -21,14 +22,14 @@ pub(crate) fn check_peft_config(
     }
     if c.peft_r.is_none() {
         cx.error(
-            "config_field_missing",
+            Code::ConfigFieldMissing,
             None,
             "no `r` in the PEFT config".into(),
         );
     }
     if c.peft_alpha.is_none() {
         cx.warn(
-            "config_scale_missing",
+            Code::ConfigScaleMissing,
             None,
             "no `lora_alpha` in the PEFT config: peft would use its default of 8".into(),
         );
@@ -64,7 +65,7 @@ pub(crate) fn check_peft_config(
         };
         if !targeted {
             cx.error(
-                "module_not_targeted",
+                Code::ModuleNotTargeted,
                 Some(&m.path),
                 "the adapter saves this module but PEFT target_modules does not name it".into(),
             );
@@ -72,7 +73,7 @@ pub(crate) fn check_peft_config(
         if let (Some(allowed), Some(layer)) = (&c.layers_to_transform, layer_index(&m.path)) {
             if !allowed.contains(&layer) {
                 cx.error(
-                    "module_outside_layers",
+                    Code::ModuleOutsideLayers,
                     Some(&m.path),
                     format!("layer {layer} is not in layers_to_transform"),
                 );
@@ -87,7 +88,7 @@ pub(crate) fn check_peft_config(
                 .any(|m| key_covers(t, &m.path) || key_covers(&g, &m.path))
             {
                 cx.warn(
-                    "target_unmatched",
+                    Code::TargetUnmatched,
                     Some(t),
                     format!("PEFT target_modules names `{t}` but no saved module matches it"),
                 );

@@ -9,6 +9,7 @@ use crate::config::AdapterConfig;
 use crate::infer::{Kind, Module};
 use crate::naming::leaves::PEFT_PREFIX;
 use crate::naming::paths::key_covers;
+use crate::problem::Code;
 use crate::rules::Ctx;
 
 pub(crate) fn check_non_adapter(
@@ -24,7 +25,7 @@ pub(crate) fn check_non_adapter(
     if modules.is_empty() && config.is_none() {
         if !non_adapter.is_empty() {
             cx.warn(
-                "no_adapter_tensors",
+                Code::NoAdapterTensors,
                 None,
                 format!(
                     "none of the {} tensors is a LoRA factor: this looks like a full checkpoint, not an adapter",
@@ -47,7 +48,7 @@ pub(crate) fn check_non_adapter(
     for name in &declared {
         if !present.contains(name) {
             cx.error(
-                "full_tensor_missing",
+                Code::FullTensorMissing,
                 Some(name),
                 format!(
                     "the config declares the full tensor `{name}` but the adapter does not hold it"
@@ -64,7 +65,7 @@ pub(crate) fn check_non_adapter(
         if let Some(base) = stripped.strip_suffix(".base_layer.weight") {
             if embeddings.contains(base) {
                 cx.warn(
-                    "peft_base_layer_saved",
+                    Code::PeftBaseLayerSaved,
                     Some(stripped),
                     "PEFT saved the full embedding next to its LoRA factors (it does so when an embedding is targeted); an mlx adapter cannot hold it".into(),
                 );
@@ -73,7 +74,7 @@ pub(crate) fn check_non_adapter(
         }
         if stripped.ends_with(".trainable_tokens_delta") {
             cx.warn(
-                "peft_trainable_tokens",
+                Code::PeftTrainableTokens,
                 Some(stripped),
                 "PEFT trainable_token_indices deltas cannot be represented as an mlx LoRA adapter"
                     .into(),
@@ -82,7 +83,7 @@ pub(crate) fn check_non_adapter(
         }
         if to_save.iter().any(|s| key_covers(s, module)) {
             cx.warn(
-                "peft_modules_to_save",
+                Code::PeftModulesToSave,
                 Some(stripped),
                 "a full weight from PEFT modules_to_save; an mlx LoRA adapter cannot hold it"
                     .into(),
@@ -90,7 +91,7 @@ pub(crate) fn check_non_adapter(
             continue;
         }
         cx.error(
-            "non_adapter_tensor",
+            Code::NonAdapterTensor,
             Some(stripped),
             format!("`{name}` is not a LoRA parameter (lora_a/lora_b/m or PEFT lora_A/lora_B); a loader would overwrite a base weight or refuse the adapter"),
         );

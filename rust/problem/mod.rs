@@ -1,4 +1,10 @@
-//! Findings about an adapter that do not stop it from being read.
+//! Findings about an adapter that do not stop it from being read, and their codes ([`codes`]).
+//!
+//! May use: nothing else of the crate.
+
+pub mod codes;
+
+pub use codes::{Code, Severities};
 
 use serde::Serialize;
 
@@ -26,7 +32,7 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Stable machine-readable code, e.g. `unpaired_factor`.
-    pub code: &'static str,
+    pub code: Code,
     /// Error or warning.
     pub severity: Severity,
     /// The module (or tensor) path it concerns, if one.
@@ -37,12 +43,16 @@ pub struct Problem {
 
 impl Problem {
     /// Build a problem.
-    pub fn new(
-        code: &'static str,
-        severity: Severity,
-        path: Option<&str>,
-        message: String,
-    ) -> Self {
+    pub fn new(code: Code, severity: Severity, path: Option<&str>, message: String) -> Self {
+        debug_assert!(
+            matches!(
+                (code.severities(), severity),
+                (Severities::Both, _)
+                    | (Severities::Error, Severity::Error)
+                    | (Severities::Warning, Severity::Warning)
+            ),
+            "{code} reported as {severity:?}"
+        );
         Self {
             code,
             severity,
