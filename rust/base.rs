@@ -17,6 +17,7 @@ use crate::naming::experts::RecentExperts;
 use crate::naming::natural::sort_natural;
 use crate::naming::paths::{layer_split, looks_like_embedding};
 use crate::problem::{Code, Problem, Severity};
+use crate::read::dtype::unpacked_width;
 use crate::read::header::Header;
 use crate::read::open::{read_small_file, Limits};
 use crate::read::plan::{read_plans, Read, ReadPlan};
@@ -327,10 +328,7 @@ fn build_targets(
         if !quantized {
             return Some(cols);
         }
-        match bits_for(path) {
-            Some(b) if b > 0 => Some(cols.saturating_mul(32) / b),
-            _ => None,
-        }
+        bits_for(path).and_then(|b| unpacked_width(cols, b))
     };
     let unpack_or_note = |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| {
         let out = unpack(path, cols, quantized);

@@ -1,7 +1,27 @@
 """Native core of adapterscan: header-only scanning of safetensors LoRA adapters."""
 
 import os
-from typing import Literal, final
+from typing import Literal, TypeAlias, final
+
+_Kind: TypeAlias = Literal["linear", "switch", "embedding"]
+_Variant: TypeAlias = Literal["lora", "dora"]
+_Layout: TypeAlias = Literal[
+    "mlx_linear",
+    "mlx_switch",
+    "mlx_switch_legacy",
+    "mlx_embedding",
+    "mlx_layer",
+    "mlx_fused",
+    "mlx_vlm_legacy",
+    "peft_linear",
+    "peft_embedding",
+    "peft_per_expert",
+    "peft_param_wrapper",
+]
+_Severity: TypeAlias = Literal["error", "warning"]
+_Format: TypeAlias = Literal["mlx", "peft", "unknown"]
+_FineTuneType: TypeAlias = Literal["lora", "dora", "full"]
+_Leaf: TypeAlias = Literal["a", "b", "m"]
 
 __all__ = [
     "AdapterFileError",
@@ -37,17 +57,24 @@ __all__ = [
     "TensorSizeError",
     "TooManyTensorsError",
     "UnknownDtypeError",
+    "PEFT_PREFIX",
     "__version__",
     "check",
     "check_paths",
+    "compress_ranges",
     "dtypes",
+    "layouts",
+    "natural_order",
     "per_expert_path",
+    "problem_codes",
     "read_base",
     "scan",
     "stacked_path",
+    "unpacked_width",
 ]
 
 __version__: str
+PEFT_PREFIX: str
 
 class AdapterScanError(Exception):
     """Base class of every error adapterscan raises.
@@ -99,11 +126,11 @@ class Module:
     @property
     def path(self) -> str: ...
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> _Kind: ...
     @property
-    def variant(self) -> str: ...
+    def variant(self) -> _Variant: ...
     @property
-    def layout(self) -> str: ...
+    def layout(self) -> _Layout: ...
     @property
     def rank(self) -> int | None: ...
     @property
@@ -116,6 +143,8 @@ class Module:
     def dtype(self) -> str: ...
     @property
     def keys(self) -> list[str]: ...
+    @property
+    def factors(self) -> list[tuple[str, _Leaf, int | None]]: ...
 
 @final
 class Problem:
@@ -124,7 +153,7 @@ class Problem:
     @property
     def code(self) -> str: ...
     @property
-    def severity(self) -> str: ...
+    def severity(self) -> _Severity: ...
     @property
     def path(self) -> str | None: ...
     @property
@@ -156,11 +185,11 @@ class ModuleGroup:
     @property
     def count(self) -> int: ...
     @property
-    def kind(self) -> str: ...
+    def kind(self) -> _Kind: ...
     @property
-    def variant(self) -> str: ...
+    def variant(self) -> _Variant: ...
     @property
-    def layout(self) -> str: ...
+    def layout(self) -> _Layout: ...
     @property
     def rank(self) -> int | None: ...
     @property
@@ -179,9 +208,9 @@ class ScanResult:
     @property
     def path(self) -> str: ...
     @property
-    def format(self) -> str: ...
+    def format(self) -> _Format: ...
     @property
-    def fine_tune_type(self) -> str | None: ...
+    def fine_tune_type(self) -> _FineTuneType | None: ...
     @property
     def tensor_count(self) -> int: ...
     @property
@@ -195,6 +224,7 @@ class ScanResult:
     @property
     def has_errors(self) -> bool: ...
     def config_json(self) -> str | None: ...
+    def module_settings(self) -> list[tuple[str, float | list[float] | None, float]]: ...
     def to_json(self, pretty: bool = False) -> str: ...
     def modules(self) -> list[Module]: ...
     def problems(self) -> list[Problem]: ...
@@ -284,3 +314,18 @@ def per_expert_path(path: str, e: int) -> str:
 
 def dtypes() -> dict[str, int]:
     """Every safetensors dtype name with its bits per element."""
+
+def natural_order(paths: list[str]) -> list[int]:
+    """The positions of ``paths`` in natural order (``layers.2`` before ``layers.10``)."""
+
+def compress_ranges(values: list[int]) -> str:
+    """Values as compact ranges: ``[0, 1, 2, 5]`` -> ``"0-2, 5"``."""
+
+def unpacked_width(packed: int, bits: int) -> int | None:
+    """The true width of a quantized weight's last axis packed into 32-bit words."""
+
+def problem_codes() -> list[tuple[str, str, str]]:
+    """Every problem code: ``(name, severities, meaning)``."""
+
+def layouts() -> list[str]:
+    """Every on-disk layout name."""

@@ -11,6 +11,8 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, ScanError};
 
+pub mod settings;
+
 /// Which producer's schema a config follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
@@ -247,14 +249,14 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn number_of(v: &Value) -> Option<f64> {
+pub(crate) fn number_of(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
         _ => None,
     }
 }
 
-fn describe(v: &Value) -> String {
+pub(crate) fn describe(v: &Value) -> String {
     let kind = match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

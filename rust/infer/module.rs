@@ -102,3 +102,17 @@ pub(crate) fn shape_table(
         .collect();
     (shapes, places)
 }
+
+impl Module {
+    /// `(tensor index, leaf, list or expert index)` of each of its tensors, in `tensor_ids` order.
+    pub fn factors(&self) -> impl Iterator<Item = (u32, Leaf, Option<u64>)> + '_ {
+        self.tensor_ids.iter().zip(&self.places).map(|(&i, p)| {
+            let index = match p.slot {
+                Slot::Single => None,
+                Slot::Fused(n) => Some(u64::from(n)),
+                Slot::Expert(e) => Some(e),
+            };
+            (i, p.leaf, index)
+        })
+    }
+}

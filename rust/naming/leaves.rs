@@ -30,11 +30,26 @@ impl Family {
     }
 }
 
+/// Which factor a tensor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Leaf {
+pub enum Leaf {
+    /// The down projection (`lora_a`, `lora_A`, `A`).
     A,
+    /// The up projection (`lora_b`, `lora_B`, `B`).
     B,
+    /// A DoRA magnitude (`m`, `lora_magnitude_vector`).
     M,
+}
+
+impl Leaf {
+    /// Stable name: `a`, `b` or `m`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::A => "a",
+            Self::B => "b",
+            Self::M => "m",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -96,6 +96,12 @@ impl Serialize for Dtype {
     }
 }
 
+/// The true width of a quantized weight's last axis: MLX packs `32 / bits` values into each
+/// 32-bit word (`None` when `bits` is 0).
+pub fn unpacked_width(packed: u64, bits: u64) -> Option<u64> {
+    (bits > 0).then(|| packed.saturating_mul(32) / bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
