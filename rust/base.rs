@@ -306,105 +306,17 @@ fn build_targets(
 ) -> Expected {
     let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
     let parallel = headers.len() > 1 && total >= crate::par::MIN_PARALLEL;
-    // Quantized weights, by their `scales` (which may lie in another file than the weight).
-    let scales: foldhash::HashSet<&str> = crate::par::map(headers, parallel, |h| {
-        h.iter()
-            .filter_map(|t| t.name.strip_suffix(".scales"))
-            .collect::<Vec<_>>()
-    })
-    .into_iter()
-    .flatten()
-    .collect();
-    let bits_for = |path: &str| -> Option<u64> {
-        let q = quant?;
-        match q.overrides.get(path) {
-            Some(b) => *b,
-            None => q.bits,
-        }
-    };
-    // Unpack the last axis of a quantized weight: packed 32-bit words x 32 / bits (`None`: the
-    // bits are unknown).
-    let unpack = |path: &str, cols: u64, quantized: bool| -> Option<u64> {
-        if !quantized {
-            return Some(cols);
-        }
-        bits_for(path).and_then(|b| unpacked_width(cols, b))
-    };
-    let unpack_or_note = |path: &str, cols: u64, quantized: bool, unknown: &mut Vec<String>| {
-        let out = unpack(path, cols, quantized);
-        if out.is_none() {
-            unknown.push(path.to_string());
-        }
-        out
-    };
+    let scales = quantized_paths(headers, parallel);
+    let widths = Widths { quant };
     // Each file's weights on their own (in parallel for big bases), then merged in file order.
-    let parts = crate::par::map(headers, parallel, |h| {
-        let mut part = Partial::default();
-        let mut scratch = String::new();
-        let mut recent = RecentExperts::default();
-        for t in h.iter() {
-            let Some(path) = t.name.strip_suffix(".weight") else {
-                continue;
-            };
-            let shape = t.info.shape.as_slice();
-            let quantized = !scales.is_empty() && scales.contains(path);
-            if shape.len() == 2 {
-                // The expert's projections come in turn (gate, up, down, gate, ...): a path that
-                // splits as a recent one did joins its group with no search or hash.
-                let found = recent.group(path, &mut scratch, |key| {
-                    match part.experts.get_index_of(key) {
-                        Some(i) => i,
-                        None => part.experts.insert_full(key.to_string(), Vec::new()).0,
-                    }
-                });
-                if let Some((index, e)) = found {
-                    part.experts[index].push((e, ([shape[0], shape[1]], quantized, path)));
-                    continue;
-                }
-            }
-            match shape.len() {
-                2 => {
-                    let embedding = looks_like_embedding(path);
-                    let cols = unpack_or_note(path, shape[1], quantized, &mut part.unknown_bits);
-                    let (in_dims, out_dims) = if embedding {
-                        (Some(shape[0]), cols)
-                    } else {
-                        (cols, Some(shape[0]))
-                    };
-                    part.targets.push(Target {
-                        path: path.to_string(),
-                        kind: if embedding {
-                            Kind::Embedding
-                        } else {
-                            Kind::Linear
-                        },
-                        in_dims,
-                        out_dims,
-                        num_experts: None,
-                    });
-                }
-                3 if shape[0] > MAX_EXPERTS => part.implausible.push((path, shape[0])),
-                3 => part.targets.push(Target {
-                    path: path.to_string(),
-                    kind: Kind::Switch,
-                    in_dims: unpack_or_note(path, shape[2], quantized, &mut part.unknown_bits),
-                    out_dims: Some(shape[1]),
-                    num_experts: Some(shape[0]),
-                }),
-                _ => {}
-            }
-        }
-        part
-    });
-    let mut targets = Vec::new();
-    let mut unknown_bits = Vec::new();
-    let mut implausible: Vec<(String, u64)> = Vec::new();
+    let parts = crate::par::map(headers, parallel, |h| read_part(h, &scales, &widths));
+    let mut merged = Merged::default();
     // In file order, so the targets come nearly sorted.
     let mut experts: Experts<'_> = Experts::default();
     for part in parts {
-        targets.extend(part.targets);
-        unknown_bits.extend(part.unknown_bits);
-        implausible.extend(
+        merged.targets.extend(part.targets);
+        merged.unknown_bits.extend(part.unknown_bits);
+        merged.implausible.extend(
             part.implausible
                 .into_iter()
                 .map(|(p, n)| (p.to_string(), n)),
@@ -419,71 +331,213 @@ fn build_targets(
             }
         }
     }
-    let experts: Vec<_> = experts.into_iter().collect();
-    let stacked = crate::par::map(&experts, parallel, |(grouped, by_expert)| {
-        stack_experts(grouped, by_expert, unpack)
-    });
-    for ((grouped, _), s) in experts.iter().zip(stacked) {
-        let Some(s) = s else { continue };
-        match s {
-            Stacked::Implausible(count) => implausible.push((grouped.clone(), count)),
-            Stacked::Module {
-                target,
-                inconsistent,
-                bits_unknown,
-            } => {
-                if let Some((stored, count)) = inconsistent {
-                    problems.push(Problem::new(
-                        Code::BaseExpertsInconsistent,
-                        Severity::Warning,
-                        Some(grouped.as_str()),
-                        format!(
-                            "the base stores {stored} of {count} experts, or experts of \
-                             different shapes"
-                        ),
-                    ));
-                }
-                unknown_bits.extend(bits_unknown.map(str::to_string));
-                targets.push(target);
-            }
-        }
-    }
-    if !unknown_bits.is_empty() {
-        problems.push(Problem::new(
-            Code::BaseQuantizationUnknown,
-            Severity::Error,
-            None,
-            format!(
-                "{} quantized weights (with `scales`) but config.json gives no bits for them, so \
-                 their true input width is unknown: {}",
-                unknown_bits.len(),
-                unknown_bits
-                    .iter()
-                    .take(5)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
-    }
-    sort_natural(&mut implausible, |x| x.0.as_str());
-    for (path, count) in implausible {
-        problems.push(Problem::new(
-            Code::BaseExpertsImplausible,
-            Severity::Error,
-            Some(path.as_str()),
-            format!(
-                "the base gives this module {count} experts, over the limit of {MAX_EXPERTS}: \
-                 it is left out of the check"
-            ),
-        ));
-    }
+    merged.add_stacked(experts, parallel, &widths, problems);
+    merged.report(problems);
+    let mut targets = merged.targets;
     sort_natural(&mut targets, |t| t.path.as_str());
     Expected {
         source: String::new(),
         targets,
         params: Tensors::default(),
         problems: Vec::new(),
+    }
+}
+
+/// Quantized weights, by their `scales` (which may lie in another file than the weight).
+fn quantized_paths(headers: &[Header], parallel: bool) -> foldhash::HashSet<&str> {
+    crate::par::map(headers, parallel, |h| {
+        h.iter()
+            .filter_map(|t| t.name.strip_suffix(".scales"))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// True widths of weights: a quantized weight's last axis unpacked with its bits.
+struct Widths<'q> {
+    quant: Option<&'q Quantization>,
+}
+
+impl Widths<'_> {
+    fn bits_for(&self, path: &str) -> Option<u64> {
+        let q = self.quant?;
+        match q.overrides.get(path) {
+            Some(b) => *b,
+            None => q.bits,
+        }
+    }
+
+    /// The last axis of a weight: packed 32-bit words x 32 / bits when quantized (`None`: the
+    /// bits are unknown).
+    fn unpack(&self, path: &str, cols: u64, quantized: bool) -> Option<u64> {
+        if !quantized {
+            return Some(cols);
+        }
+        self.bits_for(path).and_then(|b| unpacked_width(cols, b))
+    }
+
+    /// As [`Widths::unpack`], noting a weight whose bits are unknown.
+    fn unpack_or_note(
+        &self,
+        path: &str,
+        cols: u64,
+        quantized: bool,
+        unknown: &mut Vec<String>,
+    ) -> Option<u64> {
+        let out = self.unpack(path, cols, quantized);
+        if out.is_none() {
+            unknown.push(path.to_string());
+        }
+        out
+    }
+}
+
+/// One file's weights: plain and stacked targets, per-expert weights grouped by path.
+fn read_part<'h>(
+    h: &'h Header,
+    scales: &foldhash::HashSet<&str>,
+    widths: &Widths<'_>,
+) -> Partial<'h> {
+    let mut part = Partial::default();
+    let mut scratch = String::new();
+    let mut recent = RecentExperts::default();
+    for t in h.iter() {
+        let Some(path) = t.name.strip_suffix(".weight") else {
+            continue;
+        };
+        let shape = t.info.shape.as_slice();
+        let quantized = !scales.is_empty() && scales.contains(path);
+        if shape.len() == 2 {
+            // The expert's projections come in turn (gate, up, down, gate, ...): a path that
+            // splits as a recent one did joins its group with no search or hash.
+            let found = recent.group(path, &mut scratch, |key| {
+                match part.experts.get_index_of(key) {
+                    Some(i) => i,
+                    None => part.experts.insert_full(key.to_string(), Vec::new()).0,
+                }
+            });
+            if let Some((index, e)) = found {
+                part.experts[index].push((e, ([shape[0], shape[1]], quantized, path)));
+                continue;
+            }
+        }
+        match shape.len() {
+            2 => {
+                let embedding = looks_like_embedding(path);
+                let cols = widths.unpack_or_note(path, shape[1], quantized, &mut part.unknown_bits);
+                let (in_dims, out_dims) = if embedding {
+                    (Some(shape[0]), cols)
+                } else {
+                    (cols, Some(shape[0]))
+                };
+                part.targets.push(Target {
+                    path: path.to_string(),
+                    kind: if embedding {
+                        Kind::Embedding
+                    } else {
+                        Kind::Linear
+                    },
+                    in_dims,
+                    out_dims,
+                    num_experts: None,
+                });
+            }
+            3 if shape[0] > MAX_EXPERTS => part.implausible.push((path, shape[0])),
+            3 => part.targets.push(Target {
+                path: path.to_string(),
+                kind: Kind::Switch,
+                in_dims: widths.unpack_or_note(path, shape[2], quantized, &mut part.unknown_bits),
+                out_dims: Some(shape[1]),
+                num_experts: Some(shape[0]),
+            }),
+            _ => {}
+        }
+    }
+    part
+}
+
+/// Every file's part put together.
+#[derive(Default)]
+struct Merged {
+    targets: Vec<Target>,
+    unknown_bits: Vec<String>,
+    implausible: Vec<(String, u64)>,
+}
+
+impl Merged {
+    /// Stack each per-expert module (in parallel) and add it, in file order.
+    fn add_stacked(
+        &mut self,
+        experts: Experts<'_>,
+        parallel: bool,
+        widths: &Widths<'_>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let experts: Vec<_> = experts.into_iter().collect();
+        let stacked = crate::par::map(&experts, parallel, |(grouped, by_expert)| {
+            stack_experts(grouped, by_expert, |p, c, q| widths.unpack(p, c, q))
+        });
+        for ((grouped, _), s) in experts.iter().zip(stacked) {
+            let Some(s) = s else { continue };
+            match s {
+                Stacked::Implausible(count) => self.implausible.push((grouped.clone(), count)),
+                Stacked::Module {
+                    target,
+                    inconsistent,
+                    bits_unknown,
+                } => {
+                    if let Some((stored, count)) = inconsistent {
+                        problems.push(Problem::new(
+                            Code::BaseExpertsInconsistent,
+                            Severity::Warning,
+                            Some(grouped.as_str()),
+                            format!(
+                                "the base stores {stored} of {count} experts, or experts of \
+                                 different shapes"
+                            ),
+                        ));
+                    }
+                    self.unknown_bits.extend(bits_unknown.map(str::to_string));
+                    self.targets.push(target);
+                }
+            }
+        }
+    }
+
+    /// Quantized weights of unknown bits, and modules of implausibly many experts.
+    fn report(&mut self, problems: &mut Vec<Problem>) {
+        if !self.unknown_bits.is_empty() {
+            problems.push(Problem::new(
+                Code::BaseQuantizationUnknown,
+                Severity::Error,
+                None,
+                format!(
+                    "{} quantized weights (with `scales`) but config.json gives no bits for them, so \
+                     their true input width is unknown: {}",
+                    self.unknown_bits.len(),
+                    self.unknown_bits
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        sort_natural(&mut self.implausible, |x| x.0.as_str());
+        for (path, count) in &self.implausible {
+            problems.push(Problem::new(
+                Code::BaseExpertsImplausible,
+                Severity::Error,
+                Some(path.as_str()),
+                format!(
+                    "the base gives this module {count} experts, over the limit of {MAX_EXPERTS}: \
+                     it is left out of the check"
+                ),
+            ));
+        }
     }
 }
 

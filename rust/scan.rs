@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{parse_config, AdapterConfig, PeftRanks, Schema};
 use crate::error::{Result, ScanError};
-use crate::infer::{infer, InferOptions, Module, TensorView};
+use crate::infer::{infer, InferOptions, Inference, Module, TensorView};
 use crate::naming::natural::natural_cmp;
 use crate::problem::{Code, Problem, Severity};
 use crate::read::header::Header;
@@ -122,26 +122,7 @@ fn finish_scan(
     headers: Vec<Header>,
     opts: &ScanOptions,
 ) -> Result<Scan> {
-    if opts.limits.symlinks == SymlinkPolicy::Inside {
-        if let Some(config) = &sources.config {
-            check_inside(&sources.folder, config)?;
-        }
-    }
-    let config = match &sources.config {
-        Some(p) => {
-            let bytes =
-                read_small_file(p, &opts.limits, "adapter config").map_err(|e| match e {
-                    ScanError::ShardIndex { path, message } => ScanError::Config {
-                        path,
-                        field: None,
-                        message,
-                    },
-                    other => other,
-                })?;
-            Some(parse_config(p, &bytes)?)
-        }
-        None => None,
-    };
+    let config = read_config(&sources, opts)?;
     let mut problems = Vec::new();
     // The index is done with once checked: its text is freed before modules are inferred.
     let index_path = match sources.index.take() {
@@ -163,19 +144,7 @@ fn finish_scan(
         ));
     }
 
-    let mut files = Vec::with_capacity(headers.len());
-    let mut lists = Vec::with_capacity(headers.len());
-    for h in headers {
-        files.push(FileSummary {
-            path: h.path.clone(),
-            header_bytes: h.header_len,
-            tensor_count: h.tensors.len(),
-            data_bytes: h.data_bytes(),
-            metadata: h.metadata.clone(),
-        });
-        lists.push((h.names, h.tensors));
-    }
-    let tensors = Tensors::new(lists);
+    let (files, tensors) = summarize(headers);
 
     let mut views: Vec<TensorView<'_>> = Vec::with_capacity(tensors.len());
     views.extend(tensors.iter().map(|t| TensorView {
@@ -183,28 +152,7 @@ fn finish_scan(
         dtype: t.dtype,
         shape: &t.info.shape,
     }));
-    let mut inference = infer(
-        &views,
-        InferOptions {
-            peft_target_parameters: config
-                .as_ref()
-                .is_some_and(|c| !c.target_parameters.is_empty()),
-        },
-    );
-    if let Some(c) = config
-        .as_ref()
-        .filter(|c| c.schema == Schema::Peft && !c.target_parameters.is_empty())
-    {
-        let ranks = PeftRanks::new(c)?;
-        let rank_for = |path: &str| ranks.rank(path);
-        crate::infer::param_wrapper::resolve(
-            &mut inference.modules,
-            &views,
-            &c.target_parameters,
-            &rank_for,
-            &mut inference.problems,
-        );
-    }
+    let inference = infer_modules(&views, config.as_ref())?;
     problems.extend(inference.problems);
     let non_adapter_names: Vec<&str> = inference
         .non_adapter
@@ -240,6 +188,65 @@ fn finish_scan(
         non_adapter: inference.non_adapter,
         problems,
     })
+}
+
+/// The adapter config, when there is one to read (inside the folder, under the symlink policy).
+fn read_config(sources: &Sources, opts: &ScanOptions) -> Result<Option<AdapterConfig>> {
+    let Some(p) = &sources.config else {
+        return Ok(None);
+    };
+    if opts.limits.symlinks == SymlinkPolicy::Inside {
+        check_inside(&sources.folder, p)?;
+    }
+    let bytes = read_small_file(p, &opts.limits, "adapter config").map_err(|e| match e {
+        ScanError::ShardIndex { path, message } => ScanError::Config {
+            path,
+            field: None,
+            message,
+        },
+        other => other,
+    })?;
+    parse_config(p, &bytes).map(Some)
+}
+
+/// Each file's summary, and all files' tensors as one list.
+fn summarize(headers: Vec<Header>) -> (Vec<FileSummary>, Tensors) {
+    let mut files = Vec::with_capacity(headers.len());
+    let mut lists = Vec::with_capacity(headers.len());
+    for h in headers {
+        files.push(FileSummary {
+            path: h.path.clone(),
+            header_bytes: h.header_len,
+            tensor_count: h.tensors.len(),
+            data_bytes: h.data_bytes(),
+            metadata: h.metadata.clone(),
+        });
+        lists.push((h.names, h.tensors));
+    }
+    (files, Tensors::new(lists))
+}
+
+/// The modules of the tensors, PEFT `target_parameters` wrappers resolved with the config's ranks.
+fn infer_modules(views: &[TensorView<'_>], config: Option<&AdapterConfig>) -> Result<Inference> {
+    let mut inference = infer(
+        views,
+        InferOptions {
+            peft_target_parameters: config.is_some_and(|c| !c.target_parameters.is_empty()),
+        },
+    );
+    if let Some(c) = config.filter(|c| c.schema == Schema::Peft && !c.target_parameters.is_empty())
+    {
+        let ranks = PeftRanks::new(c)?;
+        let rank_for = |path: &str| ranks.rank(path);
+        crate::infer::param_wrapper::resolve(
+            &mut inference.modules,
+            views,
+            &c.target_parameters,
+            &rank_for,
+            &mut inference.problems,
+        );
+    }
+    Ok(inference)
 }
 
 #[cfg(test)]
