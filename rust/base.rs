@@ -5,6 +5,8 @@
 //! `weight`/`scales`/`biases` with `quantization` in the config, per-module overrides), and Hugging
 //! Face checkpoints (dense; per-expert MoE keys `mlp.experts.{e}.X` and Mixtral's
 //! `block_sparse_moe.experts.{e}.w1/w3/w2`, stacked here the way mlx-lm's `sanitize` stacks them).
+//!
+//! May use: `error`, `par`, `naming`, `read`, `infer` (module kinds), `rules::index`, `problem`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

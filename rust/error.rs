@@ -3,6 +3,8 @@
 //! Every variant names the file it concerns and, where there is one, the tensor, the byte offset
 //! or the JSON line and column. Each variant has a stable `code()` that the Python layer maps to its
 //! own exception class and that the CLI prints.
+//!
+//! May use: nothing else of the crate.
 
 use std::fmt;
 use std::io;

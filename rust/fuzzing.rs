@@ -1,5 +1,7 @@
 //! The bodies of the cargo-fuzz targets (`fuzz/`), kept here so the same checks run as unit tests
 //! over the seed inputs and every input that once failed (`fuzz/regressions/<target>/`).
+//!
+//! May use: anything (it drives the parsers as the fuzz targets do).
 
 use std::path::Path;
 

@@ -1,6 +1,8 @@
 //! The crate's layering, checked on its own sources: each module uses only modules of its layer or
 //! the layers below (see the crate docs), and no two files of the crate use each other, directly
 //! or through others. Test code (after a `#[cfg(test)]` line) may use anything.
+//!
+//! May use: the standard library (it reads the crate's sources).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -171,4 +173,25 @@ fn the_reader_of_uses_sees_lists_and_full_paths() {
     assert!(!u
         .iter()
         .any(|p| p.starts_with("python") || p.starts_with("scan")));
+}
+
+#[test]
+fn every_file_says_what_it_may_use() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rust");
+    let mut files = Vec::new();
+    sources(&root, &mut files);
+    let silent: Vec<String> = files
+        .iter()
+        .filter(|f| f.file_name().is_some_and(|n| n != "lib.rs"))
+        .filter(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            let opening: Vec<&str> = text.lines().take_while(|l| l.starts_with("//!")).collect();
+            opening.len() < 3 || !opening.iter().any(|l| l.starts_with("//! May use:"))
+        })
+        .map(|f| module_of(&root, f))
+        .collect();
+    assert!(
+        silent.is_empty(),
+        "no opening comment with `May use:`: {silent:?}"
+    );
 }

@@ -7,6 +7,8 @@
 //! wake. A pool thread that has slept for a while can take milliseconds to wake (on a busy or
 //! virtual machine more than a scan of a large adapter takes); the work then does not wait for
 //! it. Called from a pool thread, the pool's own work stealing is used.
+//!
+//! May use: nothing else of the crate.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};

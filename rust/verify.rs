@@ -4,6 +4,8 @@
 //! validated, with positional reads (`pread`) into a buffer per task, so a file truncated under us
 //! gives an I/O error instead of a SIGBUS. Work is split into batches the caller runs one at a
 //! time (to report progress and honour Ctrl-C between them); each batch runs in parallel.
+//!
+//! May use: `error`, `read`, `naming`, `problem`, `scan`.
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -3,6 +3,8 @@
 //! The expected side comes from a base folder's headers ([`crate::base::read_base`]) or from a
 //! live model's table handed over by the Python layer. Everything is keyed by module path in one
 //! hash map, so the diff is linear in the number of tensors.
+//!
+//! May use: everything below it: `naming`, `read`, `config`, `infer`, `scan`, `base`, `problem`.
 
 use std::path::Path;
 

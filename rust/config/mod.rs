@@ -4,6 +4,8 @@
 //! superset, mlx-vlm (legacy flat `rank`/`alpha` and the mlx-lm form) and PEFT. A known field of the
 //! wrong type is an error (`ScanError::Config`); semantic disagreements with the tensors are
 //! reported later as problems.
+//!
+//! May use: `error`.
 
 use std::path::{Path, PathBuf};
 

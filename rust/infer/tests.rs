@@ -1,3 +1,8 @@
+//! Inference on tensor lists written by hand: every layout, the problems of each, and
+//! properties over generated names (grouping, no panics).
+//!
+//! May use: anything (tests).
+
 use super::*;
 use crate::infer::analyze::join_experts;
 use crate::naming::experts::expert_split_into;

@@ -1,4 +1,6 @@
 //! The expected side (a base folder's table, or a live model's rows) and the check's result.
+//!
+//! May use: anything below the bindings.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,4 +1,6 @@
 //! The opt-in data pass for Python, batch by batch.
+//!
+//! May use: anything below the bindings.
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
 //! The exception classes of `adapterscan._core` and the mapping of every [`ScanError`] to one,
 //! with its attributes (`code`, `path`, `tensor`, `offset`, `line`, `column`, `field`, `details`).
+//!
+//! May use: `error`.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;

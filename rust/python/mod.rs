@@ -3,6 +3,8 @@
 //! Inputs are turned into owned Rust values first; the scan runs with the GIL released; results
 //! stay in Rust (`ScanResult`) and are handed over on request: whole-scan JSON in one string,
 //! module and problem objects (few), per-tensor data only when asked for.
+//!
+//! May use: anything below the bindings.
 
 /// The extension allocates many small strings (tensor names) from several threads and frees them
 /// together; mimalloc's per-thread free lists make that cheaper than the system allocator.

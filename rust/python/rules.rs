@@ -1,4 +1,6 @@
 //! Naming and config rules the Python layer asks for instead of re-deriving them.
+//!
+//! May use: `naming`, `read::dtype`, `problem` (the rules it hands over).
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;

@@ -1,5 +1,7 @@
 //! Scans for Python: the scan runs with the GIL released; the result stays in Rust
 //! (`ScanResult`) and is handed over on request.
+//!
+//! May use: anything below the bindings.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! The safetensors dtype table, as data (the format's enum is open-ended, so this is a table and
 //! not a closed match).
+//!
+//! May use: nothing else of the crate.
 
 use serde::Serialize;
 

@@ -10,6 +10,8 @@
 //! same bytes with the full `serde_json` visitor, which accepts the rest of JSON and reports every
 //! error with its position. So the fast path decides nothing on its own: for every input it
 //! accepts, the result is the one the full parser gives (a property test checks this).
+//!
+//! May use: `read::{dtype, table}`.
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,6 @@
 //! data section is never read, mapped or paged in. Its size is checked against the file size
 //! from `fstat`. The rules are those of the reference implementation (see the crate docs), plus
 //! duplicate-key detection, which the reference lacks.
-
 //!
 //! May use: `error`, `read::{dtype, table, open, fast}`.
 

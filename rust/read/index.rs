@@ -1,4 +1,6 @@
 //! Sharded checkpoints: `*.safetensors.index.json` and confinement of the files it names.
+//!
+//! May use: `error`, `read::{open, fast}`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
