@@ -5,24 +5,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ._atomic import replace_files
 from ._check import read_base
+from ._config_io import CONFIG_NAME, as_mapping, config_writer, most_common
 from ._scan import Scan, scan
 from .errors import config_error
-
-CONFIG_NAME = "adapter_config.json"
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _most_common(values: list[Any]) -> Any:
-    return Counter(values).most_common(1)[0][0]
 
 
 def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
@@ -86,7 +76,7 @@ def repair(
     if not modules:
         raise config_error(f"{folder}: no LoRA modules to describe", str(folder / CONFIG_NAME))
     entries: dict[str, dict[str, Any]] = {}
-    lp_old = _mapping(old.get("lora_parameters"))
+    lp_old = as_mapping(old.get("lora_parameters"))
     dropout = lp_old.get("dropout", old.get("dropout", 0.0))
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
         dropout = 0.0
@@ -127,8 +117,8 @@ def repair(
         )
     }
     paths = [m.path for m in modules]
-    rank = _most_common([e["rank"] for e in entries.values()])
-    common_scale = _most_common([e["scale"] for e in entries.values()])
+    rank = most_common([e["rank"] for e in entries.values()])
+    common_scale = most_common([e["scale"] for e in entries.values()])
     cfg["fine_tune_type"] = "dora" if any(m.variant == "dora" for m in modules) else "lora"
     cfg["num_layers"] = num_layers
     cfg["lora_parameters"] = {
@@ -139,7 +129,7 @@ def repair(
     }
     cfg["rank"], cfg["scale"], cfg["dropout"] = rank, common_scale, float(dropout)
     meta = s.files[0].metadata or {} if s.files else {}
-    previous = _mapping(old.get("adapterscan"))
+    previous = as_mapping(old.get("adapterscan"))
     cfg["adapterscan"] = {
         **previous,
         "schema_version": 1,
@@ -151,10 +141,7 @@ def repair(
     if cfg["adapterscan"]["save_id"] is None:
         del cfg["adapterscan"]["save_id"]
 
-    def write_config(p: Path) -> None:
-        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    writers = {CONFIG_NAME: write_config}
+    writers = {CONFIG_NAME: config_writer(cfg, ensure_ascii=False)}
     if raw is not None:
         backup = f"{CONFIG_NAME}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
         old_bytes = raw

@@ -16,7 +16,6 @@ import math
 import os
 import uuid
 import warnings
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -33,6 +32,7 @@ except ImportError as e:  # pragma: no cover - exercised only without mlx
 from ._atomic import replace_files
 from ._check import Report
 from ._check import check as _check
+from ._config_io import CONFIG_NAME, as_mapping, config_writer, most_common
 from ._core import AdapterScanError, ExpectedModules, per_expert_path, stacked_path
 from ._scan import Scan, scan
 from .errors import (
@@ -149,7 +149,6 @@ def check(
 
 SCHEMA_VERSION = 1
 WEIGHTS_NAME = "adapters.safetensors"
-CONFIG_NAME = "adapter_config.json"
 _FACTORS = ("lora_a", "lora_b")
 # Fields of a caller's config that describe the adapter's topology: always rewritten from the
 # live model, never trusted.
@@ -314,12 +313,6 @@ def _layer_count(model: nn.Module) -> int:
     return -1
 
 
-def _most_common(values: list[Any]) -> Any:
-    counts = Counter(json.dumps(v) for v in values)
-    best = counts.most_common(1)[0][0]
-    return json.loads(best)
-
-
 def _quantization_of(modules: list[_Live]) -> dict[str, dict[str, Any]]:
     out = {}
     for x in modules:
@@ -349,9 +342,9 @@ def _build_config(
     paths = [x.path for x in modules]
     cfg["fine_tune_type"] = "dora" if any(x.variant == "dora" for x in modules) else "lora"
     cfg["num_layers"] = _layer_count(model)
-    rank = _most_common([x.rank for x in modules])
-    scale = _most_common([x.scale for x in modules])
-    dropout = _most_common([x.dropout for x in modules])
+    rank = most_common([x.rank for x in modules])
+    scale = most_common([x.scale for x in modules])
+    dropout = most_common([x.dropout for x in modules])
     cfg["lora_parameters"] = {"rank": rank, "scale": scale, "dropout": dropout, "keys": paths}
     cfg["rank"], cfg["scale"], cfg["dropout"] = rank, scale, dropout
     ours: dict[str, Any] = {
@@ -397,10 +390,8 @@ def _write(
     def write_weights(p: Path) -> None:
         mx.save_safetensors(str(p), weights, metadata=metadata)
 
-    def write_config(p: Path) -> None:
-        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
     target = Path(path)
+    write_config = config_writer(cfg, ensure_ascii=False)
     replace_files(target, {WEIGHTS_NAME: write_weights, CONFIG_NAME: write_config})
     return scan(target)
 
@@ -522,10 +513,6 @@ class _Spec(NamedTuple):
     folded_rank: int = 0
 
 
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
 def _number(value: Any, what: str, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise config_error(f"{what} must be a number, found {value!r}", path, what)
@@ -535,10 +522,10 @@ def _number(value: Any, what: str, path: str) -> float:
 def _specs(s: Scan, scale: float | None, skip: set[str]) -> list[_Spec]:
     cfg = s.config or {}
     cfg_path = s.config_path or ""
-    lp = _mapping(cfg.get("lora_parameters"))
-    ours = _mapping(cfg.get("adapterscan"))
-    per_module = _mapping(ours.get("modules"))
-    unsloth_scales = _mapping(cfg.get("unsloth_mlx_lora_module_scales"))
+    lp = as_mapping(cfg.get("lora_parameters"))
+    ours = as_mapping(cfg.get("adapterscan"))
+    per_module = as_mapping(ours.get("modules"))
+    unsloth_scales = as_mapping(cfg.get("unsloth_mlx_lora_module_scales"))
     global_scale = lp.get(
         "scale", cfg.get("scale") if s.config_schema != "mlx_vlm_legacy" else None
     )
@@ -548,7 +535,7 @@ def _specs(s: Scan, scale: float | None, skip: set[str]) -> list[_Spec]:
     for path, m in s.modules.items():
         if path in skip:
             continue
-        entry = _mapping(per_module.get(path))
+        entry = as_mapping(per_module.get(path))
         raw_scale = entry.get("scale", unsloth_scales.get(path, global_scale))
         if raw_scale is None:
             if scale is None:
@@ -743,13 +730,13 @@ def load_adapters(
         if p in error_paths or p in bad_modules or any(k in bad_keys for k in m.keys)
     }
     full_tensors: list[str] = []
-    declared = _mapping((s.config or {}).get("adapterscan")).get("full_tensors")
+    declared = as_mapping((s.config or {}).get("adapterscan")).get("full_tensors")
     if isinstance(declared, list):
         full_tensors = [t for t in declared if t not in bad_keys]
     if s.fine_tune_type == "full":
         full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
     specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
-    recorded = _mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
+    recorded = as_mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
     if isinstance(recorded, str) and recorded != base_fingerprint(model):
         warnings.warn(
             f"{s.path} was saved from a base of another structure (parameter names, shapes or "
@@ -891,7 +878,7 @@ def _peft_specs(
             f"trainable tokens, or a resized embedding): {', '.join(refused[:10])}"
         )
     alpha_default = cfg.get("lora_alpha", 8)
-    patterns = _mapping(cfg.get("alpha_pattern"))
+    patterns = as_mapping(cfg.get("alpha_pattern"))
     rslora = bool(cfg.get("use_rslora", False))
     if tied is None:
         tied = bool(getattr(getattr(model, "args", None), "tie_word_embeddings", False))
@@ -1034,7 +1021,7 @@ def _fused_records(s: Scan) -> dict[str, Any]:
 
 def _interleaves_gate_up(cfg: Mapping[str, Any], model: nn.Module | None) -> bool:
     """Whether the base is gpt-oss, whose fused ``gate_up_proj`` alternates gate and up rows."""
-    base_class = str(_mapping(cfg.get("auto_mapping")).get("base_model_class", ""))
+    base_class = str(as_mapping(cfg.get("auto_mapping")).get("base_model_class", ""))
     model_type = getattr(getattr(model, "args", None), "model_type", "")
     return base_class.startswith("GptOss") or model_type == "gpt_oss"
 
@@ -1323,8 +1310,8 @@ def convert_to_peft(
     weights = {k: mx.contiguous(v) for k, v in weights.items()}
 
     plain = [spec for spec in specs if not (spec.kind == "switch" and experts == "fused")]
-    r = _most_common([spec.rank for spec in plain] + [p[0] for p in params.values()])
-    a_common = _most_common([alpha(spec) for spec in plain] + [p[1] for p in params.values()])
+    r = most_common([spec.rank for spec in plain] + [p[0] for p in params.values()])
+    a_common = most_common([alpha(spec) for spec in plain] + [p[1] for p in params.values()])
     targets: list[str] = []
     for spec in plain:
         if spec.kind == "switch":
@@ -1337,7 +1324,7 @@ def convert_to_peft(
         "task_type": "CAUSAL_LM",
         "r": r,
         "lora_alpha": a_common,
-        "lora_dropout": _most_common([spec.dropout for spec in specs]),
+        "lora_dropout": most_common([spec.dropout for spec in specs]),
         "target_modules": targets or None,
         "rank_pattern": {
             re.escape(spec.path): spec.rank
@@ -1378,11 +1365,7 @@ def convert_to_peft(
     def write_weights(p: Path) -> None:
         mx.save_safetensors(str(p), weights, metadata=metadata)
 
-    def write_config(p: Path) -> None:
-        p.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
     target = Path(dst)
-    replace_files(
-        target, {"adapter_model.safetensors": write_weights, "adapter_config.json": write_config}
-    )
+    write_config = config_writer(config, ensure_ascii=True)
+    replace_files(target, {"adapter_model.safetensors": write_weights, CONFIG_NAME: write_config})
     return scan(target)
