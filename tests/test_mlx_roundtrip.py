@@ -314,8 +314,9 @@ def test_qlora_adapter_on_a_float_base_warns(tmp_path: Path) -> None:
     model = trained(LLAMA, quantize=True, num_layers=1, rank=4, keys=["self_attn.q_proj"])
     am.save_adapters(model, tmp_path / "q")
     am.load_adapters(fresh(LLAMA, quantize=True), tmp_path / "q")  # same base: silent
-    with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit"):
+    with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit") as record:
         am.load_adapters(fresh(LLAMA), tmp_path / "q")
+    assert [w.filename for w in record] == [__file__]  # points at the caller of load_adapters
 
 
 def test_layer_wrapped_factors_load_transposed(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Loading an adapter into a live model: ``load_adapters``.
 
-Lives here: ``load_adapters`` and its steps, and the wrapper building (mlx-lm's LoRA/DoRA classes
-at the saved module paths, an existing wrapper reused, never nested).
+Lives here: ``load_adapters`` and its steps (``_plan``, ``_read``, ``_bind``, ``_freeze``), and
+the wrapper building (mlx-lm's LoRA/DoRA classes at the saved module paths, an existing wrapper
+reused, never nested).
 
 May use: MLX, mlx-lm, ``._live``, ``._spec``, ``._peft``, and adapterscan's scanner and checker.
 """
@@ -11,12 +12,13 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from .._check import Report
 from .._check import check as _check
 from .._config_io import as_mapping
 from .._core import AdapterScanError
@@ -155,11 +157,27 @@ def load_adapters(
         AdapterScanError: The files cannot be read (a subclass naming the cause).
     """
     s = scan(path)
-    peft = s.format == "peft"
     report = _check(s, expected_modules(model))
     if strict and not report.ok:
         raise AdapterMismatchError(f"{s.path} does not fit the model", report)
+    plan = _plan(model, s, report, scale)
+    _warn_if_other_base(model, s)
+    saved = _read(s, plan, verify_data=verify_data)
+    wrappers = _bind(model, s, plan, saved)
+    _freeze(model, plan, wrappers)
+    return (model, report) if return_report else model
 
+
+class _Plan(NamedTuple):
+    """What :func:`load_adapters` loads: the modules to wrap and the full tensors to bind."""
+
+    peft: bool
+    specs: list[_Spec]
+    full_tensors: list[str]
+
+
+def _plan(model: nn.Module, s: Scan, report: Report, scale: float | None) -> _Plan:
+    """Step 1: the modules and full tensors to load, leaving out those the report faults."""
     bad_keys = set(report.missing) | set(report.unexpected)
     bad_keys |= {m.key for m in report.shape_mismatch}
     error_paths = {p.path for p in report.problems if p.severity == "error" and p.path}
@@ -176,7 +194,13 @@ def load_adapters(
         full_tensors = [t for t in declared if t not in bad_keys]
     if s.fine_tune_type == "full":
         full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
+    peft = s.format == "peft"
     specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
+    return _Plan(peft, specs, full_tensors)
+
+
+def _warn_if_other_base(model: nn.Module, s: Scan) -> None:
+    """A :class:`BaseMismatchWarning` (at the caller of ``load_adapters``) for another base."""
     recorded = as_mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
     if isinstance(recorded, str) and recorded != base_fingerprint(model):
         warnings.warn(
@@ -184,11 +208,13 @@ def load_adapters(
             "dtypes differ: e.g. a 4-bit base and a float one); its tensors fit, but the "
             "outputs may differ from the trained model's",
             BaseMismatchWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
-    # Read (lazily) exactly the tensors to bind, and verify them before touching the model.
-    wanted = {k for spec in specs for k in spec.keys} | set(full_tensors)
+
+def _read(s: Scan, plan: _Plan, *, verify_data: bool) -> dict[str, Any]:
+    """Step 2: read (lazily) exactly the tensors to bind, and verify them before the model."""
+    wanted = {k for spec in plan.specs for k in spec.keys} | set(plan.full_tensors)
     saved: dict[str, Any] = {}
     for f in s.files:
         if wanted.isdisjoint(_file_keys(s, f.path)):
@@ -201,24 +227,24 @@ def load_adapters(
             raise AdapterDataError(
                 f"{len(bad)} tensors hold NaN or Inf: {', '.join(sorted(bad))}", sorted(bad)
             )
+    return saved
 
-    wrappers = {spec.path: _build(model, spec) for spec in specs}
+
+def _bind(model: nn.Module, s: Scan, plan: _Plan, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Step 3: build the wrappers and bind every tensor, or raise naming what does not bind.
+
+    Returns:
+        The wrappers by module path.
+    """
+    wrappers = {spec.path: _build(model, spec) for spec in plan.specs}
     pairs: list[tuple[str, Any]] = []
-    for spec in specs if peft else []:
-        pairs += _peft_pairs(spec, saved)
-    for spec in [] if peft else specs:
-        legacy_a = None
-        for key in spec.keys:
-            name, value = _adapted_tensor(spec, key, saved[key])
-            if value is None:
-                legacy_a = saved[key]
-                continue
-            pairs.append((name, value))
-        if legacy_a is not None:
-            e = wrappers[spec.path].lora_a.shape[0]
-            pairs.append((_join(spec.path, "lora_a"), legacy_a.reshape(e, spec.rank, -1)))
+    for spec in plan.specs:
+        if plan.peft:
+            pairs += _peft_pairs(spec, saved)
+        else:
+            pairs += _mlx_pairs(spec, saved, wrappers[spec.path])
     live_names = {n: tuple(v.shape) for n, v in tree_flatten(model.parameters())}
-    for base_name in full_tensors:
+    for base_name in plan.full_tensors:
         pairs.append((_live_name(base_name, wrappers), saved[base_name]))
     problems = [
         f"{n}: not a parameter of the model"
@@ -238,17 +264,36 @@ def load_adapters(
         )
     model.load_weights(pairs, strict=False)
     mx.eval([v for _, v in pairs])
+    return wrappers
 
+
+def _mlx_pairs(spec: _Spec, saved: Mapping[str, Any], wrapper: Any) -> list[tuple[str, Any]]:
+    """The live parameters for one mlx-layout module (a legacy 2-D switch ``lora_a`` reshaped)."""
+    pairs = []
+    legacy_a = None
+    for key in spec.keys:
+        name, value = _adapted_tensor(spec, key, saved[key])
+        if value is None:
+            legacy_a = saved[key]
+            continue
+        pairs.append((name, value))
+    if legacy_a is not None:
+        e = wrapper.lora_a.shape[0]
+        pairs.append((_join(spec.path, "lora_a"), legacy_a.reshape(e, spec.rank, -1)))
+    return pairs
+
+
+def _freeze(model: nn.Module, plan: _Plan, wrappers: Mapping[str, Any]) -> None:
+    """Step 4: freeze the base, keep the adapter (and full tensors) trainable, eval mode."""
     model.freeze()
-    for spec in specs:
+    for spec in plan.specs:
         keys = ["lora_a", "lora_b"] + (["m"] if spec.variant == "dora" else [])
         wrappers[spec.path].unfreeze(keys=keys, recurse=False)
-    for base_name in full_tensors:
+    for base_name in plan.full_tensors:
         module_path, _, leaf = _live_name(base_name, wrappers).rpartition(".")
         owner = _resolve(model, module_path)[2] if module_path else model
         owner.unfreeze(keys=[leaf], recurse=False)
     model.eval()
-    return (model, report) if return_report else model
 
 
 def _file_keys(s: Scan, file: str) -> set[str]:
