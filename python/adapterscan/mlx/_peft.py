@@ -11,9 +11,10 @@ May use: MLX, ``._live`` (path helpers), ``._spec``, and adapterscan's scan and 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mlx.core as mx
@@ -21,7 +22,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .._config_io import as_mapping
-from .._core import AdapterScanError, stacked_path
+from .._core import AdapterScanError, Module, stacked_path
 from .._scan import Scan
 from ..errors import AdapterMismatchError
 from ._live import _join
@@ -57,25 +58,8 @@ def _peft_specs(
     """
     cfg = s.config or {}
     cfg_path = s.config_path or ""
-    refused = []
-    params: dict[str, Any] | None = None
-    for name in s.non_adapter_tensors:
-        bare = name.removeprefix(_PEFT_PREFIX)
-        if bare.endswith(".base_layer.weight"):
-            if drop_embedding_copy:
-                continue  # asked for: peft's copy of a targeted embedding is not carried over
-            module = bare.removesuffix(".base_layer.weight")
-            if params is None:
-                params = dict(tree_flatten(model.parameters())) if model is not None else {}
-            live = params.get(f"{module}.weight")
-            if live is not None and tuple(live.shape) == tuple(s.tensors[name].shape):
-                continue  # peft's copy of a targeted embedding; the model has its own
-        refused.append(bare)
-    if refused:
-        raise AdapterScanError(
-            f"{s.path}: full tensors an mlx LoRA adapter cannot hold (modules_to_save, "
-            f"trainable tokens, or a resized embedding): {', '.join(refused[:10])}"
-        )
+    params = _lazy_params(model)
+    _refuse_full_tensors(s, params, drop_embedding_copy=drop_embedding_copy)
     alpha_default = cfg.get("lora_alpha", 8)
     patterns = as_mapping(cfg.get("alpha_pattern"))
     rslora = bool(cfg.get("use_rslora", False))
@@ -88,16 +72,7 @@ def _peft_specs(
             continue
         if m.rank is None:
             raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
-        if m.kind == "embedding" and m.variant == "dora":
-            raise AdapterScanError(
-                f"{path}: DoRA on an embedding cannot be converted (peft's magnitude is per "
-                "embedding dimension, mlx-lm's per token)"
-            )
-        if m.kind == "embedding" and tied:
-            raise AdapterScanError(
-                f"{path}: the model ties its embedding to the output head; mlx-lm's "
-                "LoRAEmbedding would add the delta to the head too, which peft does not"
-            )
+        _refuse_embedding(path, m, tied=tied)
         alpha = _peft_first_match(patterns, path)
         alpha = _number(alpha_default if alpha is None else alpha, "lora_alpha", cfg_path)
         rank = int(m.rank)
@@ -122,33 +97,93 @@ def _peft_specs(
             )
         base, _, param = path.rpartition(".")
         record = fused.get(path, {})
-        if params is None:
-            params = dict(tree_flatten(model.parameters())) if model is not None else {}
-        mlx_prefix = record.get("mlx") or _switch_prefix(base, params)
+        mlx_prefix = record.get("mlx") or _switch_prefix(base, params())
         if param == "gate_up_proj":
-            # One factor pair for the stacked gate and up rows: B splits in halves; A is shared,
-            # unless the pair was written from two mlx factors (recorded): then each takes its
-            # own rank columns back, and its own scale.
-            lo = 0
-            for i, half in enumerate(("gate_proj", "up_proj")):
-                own = record.get(half)
-                if record and own is None:
-                    continue  # this half was not adapted
-                r_own, s_own = (int(own[0]), float(own[1])) if own else (rank, scale)
-                hi = lo + r_own if own else rank
-                factor = s_own / scale if own else 1.0
-                specs.append(
-                    spec._replace(
-                        path=f"{mlx_prefix}.switch_mlp.{half}",
-                        rank=r_own,
-                        scale=s_own,
-                        part=(i, 2, lo, hi, factor),
-                        folded_rank=rank,
-                    )
-                )
-                lo = hi if own else 0
+            specs += _gate_up_specs(spec, scale, mlx_prefix, record)
         else:
             specs.append(spec._replace(path=f"{mlx_prefix}.switch_mlp.{param}"))
+    return specs
+
+
+def _lazy_params(model: nn.Module | None) -> Callable[[], dict[str, Any]]:
+    """The model's parameters by name (none without a model), flattened once, on first use."""
+
+    @functools.cache
+    def params() -> dict[str, Any]:
+        return dict(tree_flatten(model.parameters())) if model is not None else {}
+
+    return params
+
+
+def _refuse_full_tensors(
+    s: Scan, params: Callable[[], Mapping[str, Any]], *, drop_embedding_copy: bool
+) -> None:
+    """Raise for full tensors (not LoRA factors) that an mlx adapter cannot hold.
+
+    Peft's copy of a targeted embedding (``base_layer.weight``) passes when the model has its own
+    of that shape, or when ``drop_embedding_copy`` leaves it out.
+    """
+    refused = []
+    for name in s.non_adapter_tensors:
+        bare = name.removeprefix(_PEFT_PREFIX)
+        if bare.endswith(".base_layer.weight"):
+            if drop_embedding_copy:
+                continue  # asked for: peft's copy of a targeted embedding is not carried over
+            module = bare.removesuffix(".base_layer.weight")
+            live = params().get(f"{module}.weight")
+            if live is not None and tuple(live.shape) == tuple(s.tensors[name].shape):
+                continue  # peft's copy of a targeted embedding; the model has its own
+        refused.append(bare)
+    if refused:
+        raise AdapterScanError(
+            f"{s.path}: full tensors an mlx LoRA adapter cannot hold (modules_to_save, "
+            f"trainable tokens, or a resized embedding): {', '.join(refused[:10])}"
+        )
+
+
+def _refuse_embedding(path: str, m: Module, *, tied: bool) -> None:
+    """Raise for an embedding module mlx-lm cannot reproduce: DoRA, or on tied embeddings."""
+    if m.kind == "embedding" and m.variant == "dora":
+        raise AdapterScanError(
+            f"{path}: DoRA on an embedding cannot be converted (peft's magnitude is per "
+            "embedding dimension, mlx-lm's per token)"
+        )
+    if m.kind == "embedding" and tied:
+        raise AdapterScanError(
+            f"{path}: the model ties its embedding to the output head; mlx-lm's "
+            "LoRAEmbedding would add the delta to the head too, which peft does not"
+        )
+
+
+def _gate_up_specs(
+    spec: _Spec, scale: float, mlx_prefix: str, record: Mapping[str, Any]
+) -> list[_Spec]:
+    """The ``gate_proj`` and ``up_proj`` specs read from one fused ``gate_up_proj`` wrapper.
+
+    One factor pair for the stacked gate and up rows: B splits in halves; A is shared, unless
+    the pair was written from two mlx factors (recorded): then each takes its own rank columns
+    back, and its own scale.
+    """
+    rank = spec.rank
+    specs = []
+    lo = 0
+    for i, half in enumerate(("gate_proj", "up_proj")):
+        own = record.get(half)
+        if record and own is None:
+            continue  # this half was not adapted
+        r_own, s_own = (int(own[0]), float(own[1])) if own else (rank, scale)
+        hi = lo + r_own if own else rank
+        factor = s_own / scale if own else 1.0
+        specs.append(
+            spec._replace(
+                path=f"{mlx_prefix}.switch_mlp.{half}",
+                rank=r_own,
+                scale=s_own,
+                part=(i, 2, lo, hi, factor),
+                folded_rank=rank,
+            )
+        )
+        lo = hi if own else 0
     return specs
 
 
