@@ -1,8 +1,9 @@
 """Saving a live model's adapters: ``save_adapters``, ``save_trainable_adapters``.
 
 Lives here: the config built from the live modules (``_build_config``: mlx-lm's schema plus the
-``adapterscan`` block) and the atomic write of the weights and the config together (``_write``,
-also used by ``convert_to_mlx``).
+``adapterscan`` block) and the atomic write of the weights and the config together (``_write``
+for an mlx adapter, also used by ``convert_to_mlx``; ``_write_files`` under it, also used by
+``convert_to_peft``).
 
 May use: MLX, ``._live``, and adapterscan's atomic writer, config writer and scanner.
 """
@@ -124,13 +125,35 @@ def _write(
         "fine_tune_type": cfg["fine_tune_type"],
     }
     mx.eval(list(weights.values()))
+    return _write_files(path, WEIGHTS_NAME, weights, metadata, cfg, ensure_ascii=False)
+
+
+def _write_files(
+    path: str | os.PathLike[str],
+    weights_name: str,
+    weights: dict[str, Any],
+    metadata: dict[str, str],
+    cfg: dict[str, Any],
+    *,
+    ensure_ascii: bool,
+) -> Scan:
+    """Write the weights file and ``adapter_config.json`` together, atomically; scan them.
+
+    Args:
+        path: The adapter folder (created if needed; its other files are kept).
+        weights_name: The weights file's name (mlx's or peft's).
+        weights: The tensors, in the order to write them.
+        metadata: The safetensors metadata.
+        cfg: The config.
+        ensure_ascii: See :func:`adapterscan._config_io.config_text`.
+    """
 
     def write_weights(p: Path) -> None:
         mx.save_safetensors(str(p), weights, metadata=metadata)
 
     target = Path(path)
-    write_config = config_writer(cfg, ensure_ascii=False)
-    replace_files(target, {WEIGHTS_NAME: write_weights, CONFIG_NAME: write_config})
+    write_config = config_writer(cfg, ensure_ascii=ensure_ascii)
+    replace_files(target, {weights_name: write_weights, CONFIG_NAME: write_config})
     return scan(target)
 
 
