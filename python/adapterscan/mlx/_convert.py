@@ -6,7 +6,7 @@ and the PEFT form of mlx factors (``_peft_weights``; switch experts fused into t
 ``gate_up_proj``/``down_proj`` by ``_fuse_switches``) and its config (``_peft_config``).
 
 May use: MLX, ``._live`` (path helpers), ``._save`` (the atomic write of an adapter),
-``._spec``, ``._peft``, and adapterscan's config helpers and scanner.
+``._spec``, ``._peft``, and adapterscan's scanner, core, config helpers and errors.
 """
 
 from __future__ import annotations

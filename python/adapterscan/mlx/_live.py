@@ -2,11 +2,11 @@
 
 Lives here: ``expected_modules`` and ``check`` (the module table of a live model), ``live_adapters``
 (every module owning a ``lora_a``/``lora_b`` pair, with rank, scale and dropout read from it),
-the base's parameters under their base names and ``base_fingerprint``, and the small path helpers
-every other module uses (``_join``, ``_natural_key``, ``_is_adapter_param``).
+the base's parameters under their base names, ``base_fingerprint`` and the layer count, and the
+small path helpers the other modules share (``_join``, ``_natural_key``, ``_is_adapter_param``).
 
-May use: MLX, mlx-lm's classes (optional), and adapterscan's scanner and checker. Nothing else of
-``adapterscan.mlx``: every other module of the package may import this one.
+May use: MLX, mlx-lm's classes (when installed), and adapterscan's scanner, checker and errors.
+Nothing else of ``adapterscan.mlx``: the other modules of the package may import this one.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Lives here: ``load_adapters`` and its steps (``_plan``, ``_read``, ``_bind``, ``
 the wrapper building (mlx-lm's LoRA/DoRA classes at the saved module paths, an existing wrapper
 reused, never nested).
 
-May use: MLX, mlx-lm, ``._live``, ``._spec``, ``._peft``, and adapterscan's scanner and checker.
+May use: MLX, mlx-lm, ``._live``, ``._spec``, ``._peft``, and adapterscan's scanner, checker,
+config helpers and errors.
 """
 
 from __future__ import annotations

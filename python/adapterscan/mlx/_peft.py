@@ -6,7 +6,8 @@ the mapping of transformers 5's fused expert parameters (``gate_up_proj``, ``dow
 mlx's ``switch_mlp`` and the records ``convert_to_peft`` leaves in the file's metadata
 (``_fused_records``), and ``_peft_pairs`` (saved PEFT tensors as mlx-lm's factors).
 
-May use: MLX, ``._live`` (path helpers), ``._spec``, and adapterscan's scan and core.
+May use: MLX, ``._live`` (path helpers), ``._spec``, and adapterscan's scan, core, config
+helpers and errors.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Lives here: the config built from the live modules (``_build_config``: mlx-lm's 
 for an mlx adapter, also used by ``convert_to_mlx``; ``_write_files`` under it, also used by
 ``convert_to_peft``).
 
-May use: MLX, ``._live``, and adapterscan's atomic writer, config writer and scanner.
+May use: MLX, ``._live``, and adapterscan's atomic writer, config helpers, scanner and errors.
 """
 
 from __future__ import annotations
