@@ -303,6 +303,7 @@ def test_a_tampered_fused_record_is_ignored(tmp_path: Path, record: str) -> None
 
     import adapterscan.mlx as am
     import producers
+    from adapterscan.mlx._peft import _FUSED_KEY
     from test_mlx_roundtrip import fresh, logits, max_diff, trained
 
     model = trained(producers.QWEN3_MOE, num_layers=2, rank=4, scale=5.0)
@@ -310,9 +311,7 @@ def test_a_tampered_fused_record_is_ignored(tmp_path: Path, record: str) -> None
     am.save_adapters(model, tmp_path / "mlx")
     am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
     weights = tmp_path / "peft" / "adapter_model.safetensors"
-    save_file(
-        load_file(str(weights)), str(weights), metadata={"format": "pt", am._FUSED_KEY: record}
-    )
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt", _FUSED_KEY: record})
     reloaded = am.load_adapters(fresh(producers.QWEN3_MOE), tmp_path / "peft")
     assert max_diff(before, logits(reloaded)) <= 1e-5
     back = am.convert_to_mlx(tmp_path / "peft", tmp_path / "back")

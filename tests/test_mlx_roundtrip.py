@@ -314,8 +314,9 @@ def test_qlora_adapter_on_a_float_base_warns(tmp_path: Path) -> None:
     model = trained(LLAMA, quantize=True, num_layers=1, rank=4, keys=["self_attn.q_proj"])
     am.save_adapters(model, tmp_path / "q")
     am.load_adapters(fresh(LLAMA, quantize=True), tmp_path / "q")  # same base: silent
-    with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit"):
+    with pytest.warns(adapterscan.BaseMismatchWarning, match="4-bit") as record:
         am.load_adapters(fresh(LLAMA), tmp_path / "q")
+    assert [w.filename for w in record] == [__file__]  # points at the caller of load_adapters
 
 
 def test_layer_wrapped_factors_load_transposed(tmp_path: Path) -> None:
@@ -373,18 +374,23 @@ def test_older_from_base_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from mlx_lm.tuner.lora import LoRALinear
 
     import adapterscan.mlx as am
+    from adapterscan.mlx import _load
+
+    calls: list[int] = []
 
     class OldLoRALinear(LoRALinear):
         @staticmethod
         def from_base(linear: Any, r: int = 8) -> Any:  # type: ignore[override]
+            calls.append(r)
             return LoRALinear.from_base(linear, r=r, scale=20.0, dropout=0.0)
 
-    classes = am._wrapper_classes()
-    monkeypatch.setattr(am, "_wrapper_classes", lambda: {**classes, "LoRALinear": OldLoRALinear})
+    classes = _load._wrapper_classes()
+    monkeypatch.setattr(_load, "_wrapper_classes", lambda: {**classes, "LoRALinear": OldLoRALinear})
     model = trained(LLAMA, num_layers=1, rank=4, scale=3.0, dropout=0.2, keys=["self_attn.q_proj"])
     before = logits(model)
     am.save_adapters(model, tmp_path / "a")
     reloaded = am.load_adapters(fresh(LLAMA), tmp_path / "a")
+    assert calls == [4]  # the loader built the wrapper with the old signature
     q = reloaded.model.layers[3].self_attn.q_proj
     assert q.scale == 3.0
     assert round(1 - q.dropout._p_1, 6) == 0.2

@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from ._atomic import replace_files
 from ._check import read_base
+from ._config_io import CONFIG_NAME, as_mapping, config_writer, most_common
+from ._core import Module
 from ._scan import Scan, scan
 from .errors import config_error
-
-CONFIG_NAME = "adapter_config.json"
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _most_common(values: list[Any]) -> Any:
-    return Counter(values).most_common(1)[0][0]
 
 
 def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
@@ -85,11 +76,36 @@ def repair(
     modules = list(s.modules.values())
     if not modules:
         raise config_error(f"{folder}: no LoRA modules to describe", str(folder / CONFIG_NAME))
-    entries: dict[str, dict[str, Any]] = {}
-    lp_old = _mapping(old.get("lora_parameters"))
+    dropout = _old_dropout(old)
+    entries = _module_entries(modules, old, scale, dropout, str(folder / CONFIG_NAME))
+    num_layers = _num_layers(old, base)
+    cfg = _repaired_config(s, old, modules, entries, num_layers=num_layers, dropout=dropout)
+    _write_repaired(folder, cfg, raw)
+    return scan(folder)
+
+
+def _old_dropout(old: dict[str, Any]) -> float:
+    """The old config's dropout (``lora_parameters`` first), 0 when it records no number."""
+    lp_old = as_mapping(old.get("lora_parameters"))
     dropout = lp_old.get("dropout", old.get("dropout", 0.0))
     if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
         dropout = 0.0
+    return float(dropout)
+
+
+def _module_entries(
+    modules: list[Module],
+    old: dict[str, Any],
+    scale: float | None,
+    dropout: float,
+    config_path: str,
+) -> dict[str, dict[str, Any]]:
+    """Each module's kind, variant and rank (from the tensors), scale and dropout.
+
+    Raises:
+        ConfigError: Neither the old config nor ``scale`` gives a module's scale.
+    """
+    entries: dict[str, dict[str, Any]] = {}
     for m in modules:
         module_scale = _recorded_scale(old, m.path)
         if module_scale is None:
@@ -97,7 +113,7 @@ def repair(
         if module_scale is None:
             raise config_error(
                 f"no scale is recorded for {m.path} and none was given: pass --scale",
-                str(folder / CONFIG_NAME),
+                config_path,
                 "lora_parameters.scale",
             )
         entries[m.path] = {
@@ -105,15 +121,32 @@ def repair(
             "variant": m.variant,
             "rank": m.rank,
             "scale": module_scale,
-            "dropout": float(dropout),
+            "dropout": dropout,
         }
+    return entries
+
+
+def _num_layers(old: dict[str, Any], base: str | os.PathLike[str] | None) -> int:
+    """The layer count: the base folder's when given, else the old config's, else -1."""
     if base is not None:
         layers = read_base(base).layers()
-        num_layers = layers[1] if layers else -1
-    elif isinstance(old.get("num_layers"), int):
-        num_layers = old["num_layers"]
-    else:
-        num_layers = -1
+        return layers[1] if layers else -1
+    if isinstance(old.get("num_layers"), int):
+        num_layers: int = old["num_layers"]
+        return num_layers
+    return -1
+
+
+def _repaired_config(
+    s: Scan,
+    old: dict[str, Any],
+    modules: list[Module],
+    entries: dict[str, dict[str, Any]],
+    *,
+    num_layers: int,
+    dropout: float,
+) -> dict[str, Any]:
+    """The new config: the old one's unrelated fields, the rest from ``entries``."""
     cfg = {
         k: v
         for k, v in old.items()
@@ -127,19 +160,19 @@ def repair(
         )
     }
     paths = [m.path for m in modules]
-    rank = _most_common([e["rank"] for e in entries.values()])
-    common_scale = _most_common([e["scale"] for e in entries.values()])
+    rank = most_common([e["rank"] for e in entries.values()])
+    common_scale = most_common([e["scale"] for e in entries.values()])
     cfg["fine_tune_type"] = "dora" if any(m.variant == "dora" for m in modules) else "lora"
     cfg["num_layers"] = num_layers
     cfg["lora_parameters"] = {
         "rank": rank,
         "scale": common_scale,
-        "dropout": float(dropout),
+        "dropout": dropout,
         "keys": paths,
     }
-    cfg["rank"], cfg["scale"], cfg["dropout"] = rank, common_scale, float(dropout)
+    cfg["rank"], cfg["scale"], cfg["dropout"] = rank, common_scale, dropout
     meta = s.files[0].metadata or {} if s.files else {}
-    previous = _mapping(old.get("adapterscan"))
+    previous = as_mapping(old.get("adapterscan"))
     cfg["adapterscan"] = {
         **previous,
         "schema_version": 1,
@@ -150,11 +183,12 @@ def repair(
     }
     if cfg["adapterscan"]["save_id"] is None:
         del cfg["adapterscan"]["save_id"]
+    return cfg
 
-    def write_config(p: Path) -> None:
-        p.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    writers = {CONFIG_NAME: write_config}
+def _write_repaired(folder: Path, cfg: dict[str, Any], raw: bytes | None) -> None:
+    """Write the new config and a backup of the old one's bytes (when there was one) together."""
+    writers = {CONFIG_NAME: config_writer(cfg, ensure_ascii=False)}
     if raw is not None:
         backup = f"{CONFIG_NAME}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
         old_bytes = raw
@@ -164,4 +198,3 @@ def repair(
 
         writers[backup] = write_backup
     replace_files(folder, writers)
-    return scan(folder)

@@ -81,7 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_inspect(sub)
+    _add_check(sub)
+    _add_repair(sub)
+    _add_convert(sub)
+    _add_demo(sub)
+    return parser
 
+
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``inspect`` command: an adapter's modules and problems."""
     inspect = sub.add_parser(
         "inspect",
         formatter_class=_Help,
@@ -116,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         "inside the adapter folder, or refuse them",
     )
 
+
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``check`` command: does an adapter fit a base model folder."""
     chk = sub.add_parser(
         "check",
         formatter_class=_Help,
@@ -133,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--config", metavar="FILE", help="use this adapter_config.json")
     chk.add_argument("--all", action="store_true", help="list everything, unsummarised")
 
+
+def _add_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``repair`` command: rewrite the config from the tensors."""
     rep = sub.add_parser(
         "repair",
         formatter_class=_Help,
@@ -149,6 +164,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--base", metavar="BASE_DIR", help="base model folder (for num_layers)")
     rep.add_argument("--json", action="store_true", help="print the repaired scan as JSON")
 
+
+def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``convert`` command: PEFT <-> mlx-lm layouts."""
     conv = sub.add_parser(
         "convert",
         formatter_class=_Help,
@@ -181,6 +199,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     conv.add_argument("--json", action="store_true", help="print the written adapter's scan")
 
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ``demo`` command: small real adapters made with mlx-lm."""
     demo = sub.add_parser(
         "demo",
         formatter_class=_Help,
@@ -192,7 +213,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--dir", metavar="DIR", help="where to write the adapters (default: temp)")
     demo.add_argument("--json", action="store_true", help="print JSON objects instead of tables")
-    return parser
 
 
 def _inspect(args: argparse.Namespace) -> int:

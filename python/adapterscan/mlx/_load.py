@@ -1,0 +1,311 @@
+"""Loading an adapter into a live model: ``load_adapters``.
+
+Lives here: ``load_adapters`` and its steps (``_plan``, ``_read``, ``_bind``, ``_freeze``), and
+the wrapper building (mlx-lm's LoRA/DoRA classes at the saved module paths, an existing wrapper
+reused, never nested).
+
+May use: MLX, mlx-lm, ``._live``, ``._spec``, ``._peft``, and adapterscan's scanner, checker,
+config helpers and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .._check import Report
+from .._check import check as _check
+from .._config_io import as_mapping
+from .._core import AdapterScanError
+from .._scan import Scan, scan
+from ..errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning
+from ._live import _is_adapter_param, _join, _switch_classes, base_fingerprint, expected_modules
+from ._peft import _peft_pairs, _peft_specs
+from ._spec import _Spec, _specs
+
+
+def _resolve(model: nn.Module, path: str) -> tuple[Any, str | int, Any]:
+    """Parent container, key in it, and the child at ``path`` (list indices allowed)."""
+    parent: Any = model
+    parts = path.split(".")
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+    last: str | int = int(parts[-1]) if isinstance(parent, list) else parts[-1]
+    return parent, last, parent[last]
+
+
+def _wrapper_classes() -> dict[str, Any]:
+    from mlx_lm.tuner.dora import DoRAEmbedding, DoRALinear
+    from mlx_lm.tuner.lora import LoRAEmbedding, LoRALinear, LoRASwitchLinear
+
+    return {
+        "LoRALinear": LoRALinear,
+        "DoRALinear": DoRALinear,
+        "LoRASwitchLinear": LoRASwitchLinear,
+        "LoRAEmbedding": LoRAEmbedding,
+        "DoRAEmbedding": DoRAEmbedding,
+    }
+
+
+def _from_base(cls: Any, base: Any, spec: _Spec) -> Any:
+    scale = spec.scale if isinstance(spec.scale, float) else mx.array(spec.scale)
+    try:
+        return cls.from_base(base, r=spec.rank, dropout=spec.dropout, scale=scale)
+    except TypeError as e:
+        # Older mlx-lm: from_base(linear, rank) without scale/dropout keywords.
+        if not any(w in str(e) for w in ("scale", "dropout", "unexpected keyword")):
+            raise
+        wrapper = cls.from_base(base, spec.rank)
+        wrapper.scale = scale
+        wrapper.dropout = nn.Dropout(p=spec.dropout)
+        return wrapper
+
+
+def _build(model: nn.Module, spec: _Spec) -> Any:
+    classes = _wrapper_classes()
+    parent, key, child = _resolve(model, spec.path)
+    if type(child).__name__ in classes:
+        want = ("DoRA" if spec.variant == "dora" else "LoRA") in type(child).__name__
+        if not want:
+            raise AdapterScanError(
+                f"{spec.path} is already wrapped by {type(child).__name__}; "
+                f"the adapter needs {spec.variant}"
+            )
+        base = child.get("linear") if child.get("linear") is not None else child.get("embedding")
+    else:
+        base = child
+    switch = _switch_classes()
+    if spec.variant == "lora" and hasattr(base, "to_lora"):
+        wrapper = base.to_lora(r=spec.rank, scale=spec.scale, dropout=spec.dropout)
+    elif switch and isinstance(base, switch):
+        if spec.variant == "dora":
+            raise AdapterScanError(f"{spec.path}: mlx-lm has no DoRA for SwitchLinear")
+        wrapper = _from_base(classes["LoRASwitchLinear"], base, spec)
+    elif isinstance(base, (nn.Linear, nn.QuantizedLinear)):
+        cls = classes["DoRALinear" if spec.variant == "dora" else "LoRALinear"]
+        wrapper = _from_base(cls, base, spec)
+    elif isinstance(base, (nn.Embedding, nn.QuantizedEmbedding)):
+        cls = classes["DoRAEmbedding" if spec.variant == "dora" else "LoRAEmbedding"]
+        wrapper = _from_base(cls, base, spec)
+    else:
+        raise AdapterScanError(f"{spec.path}: cannot attach LoRA to a {type(base).__name__}")
+    if isinstance(parent, list):
+        parent[int(key)] = wrapper
+    else:
+        setattr(parent, str(key), wrapper)
+    return wrapper
+
+
+def _adapted_tensor(spec: _Spec, key: str, value: Any) -> tuple[str, Any]:
+    """The live parameter name and value for a saved key (legacy layouts converted)."""
+    leaf = key[len(spec.path) + 1 :] if spec.path else key
+    if spec.layout == "mlx_switch_legacy" and leaf == "lora_a" and value.ndim == 2:
+        return _join(spec.path, "lora_a"), None  # reshaped once lora_b's shape is known
+    if spec.layout == "mlx_layer" and leaf in ("lora_a.weight", "lora_b.weight"):
+        return _join(spec.path, leaf.split(".")[0]), value.T
+    if spec.layout == "mlx_vlm_legacy" and leaf in ("A", "B"):
+        return _join(spec.path, "lora_a" if leaf == "A" else "lora_b"), value
+    return _join(spec.path, leaf), value
+
+
+def load_adapters(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    strict: bool = True,
+    scale: float | None = None,
+    verify_data: bool = False,
+    return_report: bool = False,
+) -> Any:
+    """Load an adapter into ``model``: check first, rebuild wrappers, bind strictly, freeze.
+
+    1. The adapter's headers and config are checked against the live model; with ``strict``
+       any missing, unexpected or mis-shaped tensor (or error problem) raises
+       :class:`AdapterMismatchError` with the full report before a tensor byte is read.
+    2. Wrappers are built with mlx-lm's classes at exactly the saved module paths (config keys,
+       or the tensor names when there is no config): Linear/QuantizedLinear -> LoRALinear or
+       DoRALinear, SwitchLinear/QuantizedSwitchLinear -> LoRASwitchLinear, Embedding and
+       QuantizedEmbedding -> LoRAEmbedding or DoRAEmbedding, or a module's own ``to_lora``;
+       an existing wrapper is reused, never nested. Each module gets its own rank and scale.
+    3. Exactly the adapter tensors are bound (legacy 2-D switch ``lora_a``, layer-wrapped and
+       mlx-vlm ``A``/``B`` factors are converted), and every wrapper is verified to have
+       received every factor; declared full tensors (``save_trainable_adapters``) are bound to
+       their base parameters.
+    4. The base is frozen, adapter parameters stay trainable, and the model is put in eval mode.
+
+    Args:
+        model: The base model (plain, or wrapped from an earlier load).
+        path: Adapter folder, file or shard index.
+        strict: Refuse an adapter that does not fit. With False, the modules that fit are
+            loaded and the rest are skipped (see ``return_report``).
+        scale: The scale to use when the config records none (legacy adapters without config).
+        verify_data: Refuse tensors holding NaN or Inf (reads the adapter's data).
+        return_report: Return ``(model, report)`` instead of ``model``.
+
+    Returns:
+        The model (modified in place), or ``(model, report)``.
+
+    Raises:
+        AdapterMismatchError: The adapter does not fit (strict), carrying the full report.
+        AdapterDataError: ``verify_data`` found non-finite values.
+        ConfigError: The config is malformed or no scale is known.
+        AdapterScanError: The files cannot be read (a subclass naming the cause).
+    """
+    s = scan(path)
+    report = _check(s, expected_modules(model))
+    if strict and not report.ok:
+        raise AdapterMismatchError(f"{s.path} does not fit the model", report)
+    plan = _plan(model, s, report, scale)
+    _warn_if_other_base(model, s)
+    saved = _read(s, plan, verify_data=verify_data)
+    wrappers = _bind(model, s, plan, saved)
+    _freeze(model, plan, wrappers)
+    return (model, report) if return_report else model
+
+
+class _Plan(NamedTuple):
+    """What :func:`load_adapters` loads: the modules to wrap and the full tensors to bind."""
+
+    peft: bool
+    specs: list[_Spec]
+    full_tensors: list[str]
+
+
+def _plan(model: nn.Module, s: Scan, report: Report, scale: float | None) -> _Plan:
+    """Step 1: the modules and full tensors to load, leaving out those the report faults."""
+    bad_keys = set(report.missing) | set(report.unexpected)
+    bad_keys |= {m.key for m in report.shape_mismatch}
+    error_paths = {p.path for p in report.problems if p.severity == "error" and p.path}
+    # A bad key belongs to the module path before its leaf (`x.lora_b`, `x.lora_a.weight`).
+    bad_modules = {k.rsplit(".", n)[0] for k in bad_keys for n in (1, 2) if "." in k}
+    skip = {
+        p
+        for p, m in s.modules.items()
+        if p in error_paths or p in bad_modules or any(k in bad_keys for k in m.keys)
+    }
+    full_tensors: list[str] = []
+    declared = as_mapping((s.config or {}).get("adapterscan")).get("full_tensors")
+    if isinstance(declared, list):
+        full_tensors = [t for t in declared if t not in bad_keys]
+    if s.fine_tune_type == "full":
+        full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
+    peft = s.format == "peft"
+    specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
+    return _Plan(peft, specs, full_tensors)
+
+
+def _warn_if_other_base(model: nn.Module, s: Scan) -> None:
+    """A :class:`BaseMismatchWarning` (at the caller of ``load_adapters``) for another base."""
+    recorded = as_mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
+    if isinstance(recorded, str) and recorded != base_fingerprint(model):
+        warnings.warn(
+            f"{s.path} was saved from a base of another structure (parameter names, shapes or "
+            "dtypes differ: e.g. a 4-bit base and a float one); its tensors fit, but the "
+            "outputs may differ from the trained model's",
+            BaseMismatchWarning,
+            stacklevel=3,
+        )
+
+
+def _read(s: Scan, plan: _Plan, *, verify_data: bool) -> dict[str, Any]:
+    """Step 2: read (lazily) exactly the tensors to bind, and verify them before the model."""
+    wanted = {k for spec in plan.specs for k in spec.keys} | set(plan.full_tensors)
+    saved: dict[str, Any] = {}
+    for f in s.files:
+        if wanted.isdisjoint(_file_keys(s, f.path)):
+            continue
+        arrays: Any = mx.load(f.path)
+        saved.update({k: v for k, v in arrays.items() if k in wanted})
+    if verify_data:
+        bad = [k for k, v in saved.items() if not bool(mx.all(mx.isfinite(v)).item())]
+        if bad:
+            raise AdapterDataError(
+                f"{len(bad)} tensors hold NaN or Inf: {', '.join(sorted(bad))}", sorted(bad)
+            )
+    return saved
+
+
+def _bind(model: nn.Module, s: Scan, plan: _Plan, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Step 3: build the wrappers and bind every tensor, or raise naming what does not bind.
+
+    Returns:
+        The wrappers by module path.
+    """
+    wrappers = {spec.path: _build(model, spec) for spec in plan.specs}
+    pairs: list[tuple[str, Any]] = []
+    for spec in plan.specs:
+        if plan.peft:
+            pairs += _peft_pairs(spec, saved)
+        else:
+            pairs += _mlx_pairs(spec, saved, wrappers[spec.path])
+    live_names = {n: tuple(v.shape) for n, v in tree_flatten(model.parameters())}
+    for base_name in plan.full_tensors:
+        pairs.append((_live_name(base_name, wrappers), saved[base_name]))
+    problems = [
+        f"{n}: not a parameter of the model"
+        if n not in live_names
+        else f"{n}: shape {tuple(v.shape)} != {live_names[n]}"
+        for n, v in pairs
+        if live_names.get(n) != tuple(v.shape)
+    ]
+    # Every factor of every new wrapper must receive a saved tensor: nothing stays at its init.
+    expected_names = {n for n in live_names if _is_adapter_param(n, set(wrappers))}
+    bound = {n for n, _ in pairs}
+    problems += [f"{n}: no saved tensor for this factor" for n in sorted(expected_names - bound)]
+    if problems:
+        raise AdapterScanError(
+            f"{s.path}: binding failed, the model was left with unbound wrappers: "
+            + "; ".join(problems[:10])
+        )
+    model.load_weights(pairs, strict=False)
+    mx.eval([v for _, v in pairs])
+    return wrappers
+
+
+def _mlx_pairs(spec: _Spec, saved: Mapping[str, Any], wrapper: Any) -> list[tuple[str, Any]]:
+    """The live parameters for one mlx-layout module (a legacy 2-D switch ``lora_a`` reshaped)."""
+    pairs = []
+    legacy_a = None
+    for key in spec.keys:
+        name, value = _adapted_tensor(spec, key, saved[key])
+        if value is None:
+            legacy_a = saved[key]
+            continue
+        pairs.append((name, value))
+    if legacy_a is not None:
+        e = wrapper.lora_a.shape[0]
+        pairs.append((_join(spec.path, "lora_a"), legacy_a.reshape(e, spec.rank, -1)))
+    return pairs
+
+
+def _freeze(model: nn.Module, plan: _Plan, wrappers: Mapping[str, Any]) -> None:
+    """Step 4: freeze the base, keep the adapter (and full tensors) trainable, eval mode."""
+    model.freeze()
+    for spec in plan.specs:
+        keys = ["lora_a", "lora_b"] + (["m"] if spec.variant == "dora" else [])
+        wrappers[spec.path].unfreeze(keys=keys, recurse=False)
+    for base_name in plan.full_tensors:
+        module_path, _, leaf = _live_name(base_name, wrappers).rpartition(".")
+        owner = _resolve(model, module_path)[2] if module_path else model
+        owner.unfreeze(keys=[leaf], recurse=False)
+    model.eval()
+
+
+def _file_keys(s: Scan, file: str) -> set[str]:
+    return {name for name, t in s.tensors.items() if t.file == file}
+
+
+def _live_name(base_name: str, wrappers: Mapping[str, Any]) -> str:
+    """``q_proj.bias`` -> ``q_proj.linear.bias`` when ``q_proj`` is now a LoRA wrapper."""
+    module, _, leaf = base_name.rpartition(".")
+    wrapper = wrappers.get(module)
+    if wrapper is None:
+        return base_name
+    inner = "embedding" if wrapper.get("embedding") is not None else "linear"
+    return f"{module}.{inner}.{leaf}"
