@@ -24,6 +24,7 @@ _FineTuneType: TypeAlias = Literal["lora", "dora", "full"]
 _Leaf: TypeAlias = Literal["a", "b", "m"]
 
 __all__ = [
+    "PEFT_PREFIX",
     "AdapterFileError",
     "AdapterScanError",
     "CheckResult",
@@ -57,7 +58,6 @@ __all__ = [
     "TensorSizeError",
     "TooManyTensorsError",
     "UnknownDtypeError",
-    "PEFT_PREFIX",
     "__version__",
     "check",
     "check_paths",

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._check import Report
-from ._core import Module, ModuleGroup, Problem
+from ._core import Module, ModuleGroup, Problem, compress_ranges
 from ._data import DataProblem, DataReport
 from ._scan import Scan
 
@@ -21,20 +21,8 @@ PROBLEMS_PER_CODE = 10
 
 
 def layer_ranges(layers: list[int]) -> str:
-    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"``."""
-    if not layers:
-        return "-"
-    values = sorted(set(layers))
-    parts: list[str] = []
-    start = prev = values[0]
-    for v in values[1:]:
-        if v == prev + 1:
-            prev = v
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = v
-    parts.append(str(start) if start == prev else f"{start}-{prev}")
-    return ", ".join(parts)
+    """``[0, 1, 2, 5, 7, 8]`` -> ``"0-2, 5, 7-8"`` (the core's range text); ``-`` for none."""
+    return compress_ranges(layers) if layers else "-"
 
 
 def common_prefix(paths: list[str]) -> str:

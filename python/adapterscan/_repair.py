@@ -11,9 +11,13 @@ from typing import Any
 from ._atomic import replace_files
 from ._check import read_base
 from ._config_io import CONFIG_NAME, as_mapping, config_writer, most_common
-from ._core import Module
+from ._core import AdapterScanError, Module
 from ._scan import Scan, scan
 from .errors import config_error
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._scan import ModuleSettings
 
 
 def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
@@ -26,23 +30,6 @@ def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
     except ValueError:
         return {}, raw
     return (value if isinstance(value, dict) else {}), raw
-
-
-def _recorded_scale(cfg: dict[str, Any], path: str) -> float | None:
-    ours = cfg.get("adapterscan")
-    if isinstance(ours, dict):
-        entry = (ours.get("modules") or {}).get(path)
-        if isinstance(entry, dict) and isinstance(entry.get("scale"), (int, float)):
-            return float(entry["scale"])
-    unsloth = cfg.get("unsloth_mlx_lora_module_scales")
-    if isinstance(unsloth, dict) and isinstance(unsloth.get(path), (int, float)):
-        return float(unsloth[path])
-    lp = cfg.get("lora_parameters")
-    for source in (lp if isinstance(lp, dict) else {}, cfg):
-        value = source.get("scale")
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    return None
 
 
 def repair(
@@ -76,26 +63,33 @@ def repair(
     modules = list(s.modules.values())
     if not modules:
         raise config_error(f"{folder}: no LoRA modules to describe", str(folder / CONFIG_NAME))
-    dropout = _old_dropout(old)
-    entries = _module_entries(modules, old, scale, dropout, str(folder / CONFIG_NAME))
+    recorded, dropout = _recorded(folder, raw)
+    entries = _module_entries(modules, recorded, scale, dropout, str(folder / CONFIG_NAME))
     num_layers = _num_layers(old, base)
     cfg = _repaired_config(s, old, modules, entries, num_layers=num_layers, dropout=dropout)
     _write_repaired(folder, cfg, raw)
     return scan(folder)
 
 
-def _old_dropout(old: dict[str, Any]) -> float:
-    """The old config's dropout (``lora_parameters`` first), 0 when it records no number."""
-    lp_old = as_mapping(old.get("lora_parameters"))
-    dropout = lp_old.get("dropout", old.get("dropout", 0.0))
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool):
-        dropout = 0.0
-    return float(dropout)
+def _recorded(folder: Path, raw: bytes | None) -> tuple[dict[str, ModuleSettings], float]:
+    """Each module's scale and dropout in the old config, and the dropout most modules have.
+
+    The core reads the config as a loader would; 0 is the dropout when it gives none. A config
+    that cannot be read gives nothing: ``scale`` must then be passed.
+    """
+    if raw is None:
+        return {}, 0.0
+    try:
+        settings = scan(folder).module_settings
+    except AdapterScanError:
+        return {}, 0.0
+    dropouts = [x.dropout for x in settings.values()]
+    return settings, float(most_common(dropouts)) if dropouts else 0.0
 
 
 def _module_entries(
     modules: list[Module],
-    old: dict[str, Any],
+    recorded: dict[str, ModuleSettings],
     scale: float | None,
     dropout: float,
     config_path: str,
@@ -107,9 +101,8 @@ def _module_entries(
     """
     entries: dict[str, dict[str, Any]] = {}
     for m in modules:
-        module_scale = _recorded_scale(old, m.path)
-        if module_scale is None:
-            module_scale = scale
+        old = recorded.get(m.path)
+        module_scale = old.scale if old is not None and old.scale is not None else scale
         if module_scale is None:
             raise config_error(
                 f"no scale is recorded for {m.path} and none was given: pass --scale",
@@ -121,7 +114,7 @@ def _module_entries(
             "variant": m.variant,
             "rank": m.rank,
             "scale": module_scale,
-            "dropout": dropout,
+            "dropout": old.dropout if old is not None else dropout,
         }
     return entries
 

@@ -11,7 +11,10 @@ from ._core import FileInfo, Module, ModuleGroup, Problem
 # `typing` is for type checkers only: importing it slows the command line's start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Literal, NamedTuple
+    from collections.abc import Callable, Iterable
+    from typing import Any, Literal, NamedTuple, TypeVar
+
+    T = TypeVar("T")
 
     class TensorInfo(NamedTuple):
         """One tensor as its header describes it."""
@@ -22,11 +25,32 @@ if TYPE_CHECKING:
         data_offsets: tuple[int, int]
         file: str
 
+    class ModuleSettings(NamedTuple):
+        """A module's scale and dropout, as its config gives them.
+
+        ``scale`` is None when the config records none, and a list when it records one per
+        output feature.
+        """
+
+        scale: float | list[float] | None
+        dropout: float
+
 else:
     TensorInfo = collections.namedtuple(
         "TensorInfo", ["name", "dtype", "shape", "data_offsets", "file"]
     )
     TensorInfo.__doc__ = "One tensor as its header describes it."
+    ModuleSettings = collections.namedtuple("ModuleSettings", ["scale", "dropout"])
+    ModuleSettings.__doc__ = "A module's scale and dropout, as its config gives them."
+
+
+def natural_sorted(items: Iterable[T], key: Callable[[T], str]) -> list[T]:
+    """``items`` sorted, stably, in the core's natural order of ``key(item)``.
+
+    ``layers.2`` comes before ``layers.10``, numbers before names, and ``01`` before ``1``.
+    """
+    listed = list(items)
+    return [listed[i] for i in _core.natural_order([key(x) for x in listed])]
 
 
 class Scan:
@@ -44,11 +68,12 @@ class Scan:
         total_bytes: Bytes of tensor data in all files.
     """
 
-    __slots__ = ("_config", "_core", "_files", "_modules", "_problems", "_tensors")
+    __slots__ = ("_config", "_core", "_files", "_modules", "_problems", "_settings", "_tensors")
 
     def __init__(self, core: _core.ScanResult) -> None:
         self._core = core
         self._modules: dict[str, Module] | None = None
+        self._settings: dict[str, ModuleSettings] | None = None
         self._tensors: dict[str, TensorInfo] | None = None
         self._problems: list[Problem] | None = None
         self._files: list[FileInfo] | None = None
@@ -160,6 +185,24 @@ class Scan:
     def non_adapter_tensors(self) -> list[str]:
         """Names of tensors that are not LoRA/DoRA parameters."""
         return self._core.non_adapter_tensors()
+
+    @property
+    def module_settings(self) -> dict[str, ModuleSettings]:
+        """Each module's scale and dropout, as the config gives them.
+
+        The core's one reading of every producer's fields: per-module entries, Unsloth's scales,
+        PEFT ``alpha_pattern`` by first match, rsLoRA. ``scale`` is None when the config records
+        none.
+
+        Raises:
+            ConfigError: A per-module entry of the wrong type.
+        """
+        if self._settings is None:
+            self._settings = {
+                path: ModuleSettings(scale, dropout)
+                for path, scale, dropout in self._core.module_settings()
+            }
+        return self._settings
 
     def module_groups(self) -> list[ModuleGroup]:
         """Modules grouped by path with the layer index replaced by ``*`` (for summaries)."""

@@ -21,13 +21,13 @@ from typing import Any, Literal
 import mlx.core as mx
 
 from .._config_io import most_common
-from .._core import AdapterScanError, per_expert_path, stacked_path
-from .._scan import Scan, scan
+from .._core import PEFT_PREFIX, AdapterScanError, per_expert_path, stacked_path
+from .._scan import Scan, natural_sorted, scan
 from ..errors import AdapterMismatchError
-from ._live import _join, _natural_key
-from ._peft import _FUSED_KEY, _PEFT_PREFIX, _peft_pairs, _peft_specs
+from ._live import _join
+from ._peft import _FUSED_KEY, _peft_pairs, _peft_specs
 from ._save import SCHEMA_VERSION, _write, _write_files
-from ._spec import _empty_report, _number, _Spec, _specs
+from ._spec import _empty_report, _Spec, _specs
 
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
 # Switch factors of one mlx module, by projection: (spec, lora_a (E, r, in), lora_b (E, out, r)).
@@ -86,7 +86,6 @@ def convert_to_mlx(
     """
     s = _source(src, "peft", "a PEFT adapter")
     tied = _ties_embeddings(base)
-    cfg = s.config or {}
     specs = _peft_specs(s, None, set(), drop_embedding_copy=drop_embedding_copy, tied=tied)
     arrays = _arrays(s)
     pairs = {spec.path: dict(_peft_pairs(spec, arrays)) for spec in specs}
@@ -96,7 +95,7 @@ def convert_to_mlx(
     r_max = max(ranks)
     weights = _mlx_weights(specs, pairs, r_max, fold=not uniform)
     scale = next(iter(scales)) if uniform else 1.0
-    dropout = _number(cfg.get("lora_dropout", 0.0), "lora_dropout", s.config_path or "")
+    dropout = next((spec.dropout for spec in specs), 0.0)
     out_cfg = _mlx_config(s, specs, rank=r_max, scale=scale, dropout=dropout)
     return _write(dst, weights, out_cfg)
 
@@ -139,7 +138,7 @@ def _mlx_config(
 ) -> dict[str, Any]:
     """The mlx-lm config of a converted PEFT adapter: one rank, scale and dropout for all."""
     cfg = s.config or {}
-    paths = sorted((spec.path for spec in specs), key=_natural_key)
+    paths = natural_sorted((spec.path for spec in specs), key=str)
     out_cfg: dict[str, Any] = {
         "fine_tune_type": "dora" if any(spec.variant == "dora" for spec in specs) else "lora",
         "num_layers": -1,
@@ -243,7 +242,7 @@ def _peft_weights(
     Returns:
         The tensors by peft key, and the switch factors by mlx module prefix (``X.mlp``).
     """
-    pre = _PEFT_PREFIX
+    pre = PEFT_PREFIX
     weights: dict[str, Any] = {}
     switches: dict[str, _Switch] = {}
     for spec in specs:
@@ -307,8 +306,8 @@ def _fuse_switches(
         if "down_proj" in projs:
             spec, a, b = projs["down_proj"]
             n_exp = a.shape[0]
-            weights[f"{_PEFT_PREFIX}{module}.lora_A.weight"] = a.reshape(n_exp * spec.rank, -1)
-            weights[f"{_PEFT_PREFIX}{module}.lora_B.weight"] = b.transpose(1, 2, 0).reshape(
+            weights[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a.reshape(n_exp * spec.rank, -1)
+            weights[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b.transpose(1, 2, 0).reshape(
                 b.shape[1], spec.rank * n_exp
             )
             key = f"{module}.down_proj"
@@ -350,8 +349,8 @@ def _fuse_gate_up(
                 cols.append(mx.zeros((n_exp, rows, r_j), dtype=ref[2].dtype))
         blocks.append(mx.concatenate(cols, axis=2))
     stacked_b = mx.concatenate(blocks, axis=1)  # (E, 2 * I, r_gate + r_up)
-    weights[f"{_PEFT_PREFIX}{where}.lora_A.weight"] = stacked_a.reshape(n_exp * total, -1)
-    weights[f"{_PEFT_PREFIX}{where}.lora_B.weight"] = stacked_b.transpose(1, 2, 0).reshape(
+    weights[f"{PEFT_PREFIX}{where}.lora_A.weight"] = stacked_a.reshape(n_exp * total, -1)
+    weights[f"{PEFT_PREFIX}{where}.lora_B.weight"] = stacked_b.transpose(1, 2, 0).reshape(
         2 * rows, total * n_exp
     )
     record = {"mlx": prefix} | {

@@ -3,7 +3,7 @@
 Lives here: ``expected_modules`` and ``check`` (the module table of a live model), ``live_adapters``
 (every module owning a ``lora_a``/``lora_b`` pair, with rank, scale and dropout read from it),
 the base's parameters under their base names, ``base_fingerprint`` and the layer count, and the
-small path helpers the other modules share (``_join``, ``_natural_key``, ``_is_adapter_param``).
+small path helpers the other modules share (``_join``, ``_is_adapter_param``).
 
 May use: MLX, mlx-lm's classes (when installed), and adapterscan's scanner, checker and errors.
 Nothing else of ``adapterscan.mlx``: the other modules of the package may import this one.
@@ -21,8 +21,8 @@ from mlx.utils import tree_flatten
 
 from .._check import Report
 from .._check import check as _check
-from .._core import ExpectedModules
-from .._scan import Scan
+from .._core import ExpectedModules, unpacked_width
+from .._scan import Scan, natural_sorted
 from ..errors import SaveError
 
 
@@ -44,8 +44,10 @@ def _lora_classes() -> tuple[Any, ...]:
 
 
 def _unpacked(module: Any, cols: int) -> int:
+    """The true width of a weight's last axis (a quantized module's packed words unpacked)."""
     bits = getattr(module, "bits", None)
-    return cols * 32 // bits if bits else cols
+    width = unpacked_width(cols, bits) if bits else None
+    return cols if width is None else width
 
 
 def _row(path: str, m: Any) -> tuple[str, str, int | None, int | None, int | None] | None:
@@ -203,12 +205,7 @@ def live_adapters(model: nn.Module) -> list[_Live]:
                 tensors=tensors,
             )
         )
-    found.sort(key=lambda x: _natural_key(x.path))
-    return found
-
-
-def _natural_key(path: str) -> list[tuple[int, int | str]]:
-    return [(0, int(p)) if p.isdigit() else (1, p) for p in path.split(".")]
+    return natural_sorted(found, key=lambda x: x.path)
 
 
 def _wrapped_base_name(name: str, wrappers: set[str]) -> str:

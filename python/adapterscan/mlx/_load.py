@@ -102,16 +102,21 @@ def _build(model: nn.Module, spec: _Spec) -> Any:
     return wrapper
 
 
-def _adapted_tensor(spec: _Spec, key: str, value: Any) -> tuple[str, Any]:
-    """The live parameter name and value for a saved key (legacy layouts converted)."""
-    leaf = key[len(spec.path) + 1 :] if spec.path else key
-    if spec.layout == "mlx_switch_legacy" and leaf == "lora_a" and value.ndim == 2:
-        return _join(spec.path, "lora_a"), None  # reshaped once lora_b's shape is known
-    if spec.layout == "mlx_layer" and leaf in ("lora_a.weight", "lora_b.weight"):
-        return _join(spec.path, leaf.split(".")[0]), value.T
-    if spec.layout == "mlx_vlm_legacy" and leaf in ("A", "B"):
-        return _join(spec.path, "lora_a" if leaf == "A" else "lora_b"), value
-    return _join(spec.path, leaf), value
+_LIVE_LEAF = {"a": "lora_a", "b": "lora_b", "m": "m"}
+
+
+def _adapted_tensor(spec: _Spec, leaf: str, index: int | None, value: Any) -> tuple[str, Any]:
+    """The live parameter name and value for a saved factor (legacy layouts converted).
+
+    ``leaf`` and ``index`` are what the core read from the saved name (``Module.factors``): the
+    factor (``a``, ``b``, ``m``) and, for list-valued leaves, the list index.
+    """
+    live = _LIVE_LEAF[leaf] if index is None else f"{_LIVE_LEAF[leaf]}.{index}"
+    if spec.layout == "mlx_switch_legacy" and leaf == "a" and value.ndim == 2:
+        return _join(spec.path, live), None  # reshaped once lora_b's shape is known
+    if spec.layout == "mlx_layer" and leaf != "m":
+        return _join(spec.path, live), value.T  # `lora_a.weight` of an nn.Linear: (r, in)
+    return _join(spec.path, live), value
 
 
 def load_adapters(
@@ -272,8 +277,8 @@ def _mlx_pairs(spec: _Spec, saved: Mapping[str, Any], wrapper: Any) -> list[tupl
     """The live parameters for one mlx-layout module (a legacy 2-D switch ``lora_a`` reshaped)."""
     pairs = []
     legacy_a = None
-    for key in spec.keys:
-        name, value = _adapted_tensor(spec, key, saved[key])
+    for key, leaf, index in spec.factors:
+        name, value = _adapted_tensor(spec, leaf, index, saved[key])
         if value is None:
             legacy_a = saved[key]
             continue

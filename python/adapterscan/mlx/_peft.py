@@ -23,25 +23,14 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .._config_io import as_mapping
-from .._core import AdapterScanError, Module, stacked_path
+from .._core import PEFT_PREFIX, AdapterScanError, Module, stacked_path
 from .._scan import Scan
 from ..errors import AdapterMismatchError
 from ._live import _join
-from ._spec import _empty_report, _number, _Spec
+from ._spec import _empty_report, _Spec
 
-_PEFT_PREFIX = "base_model.model."
 # Safetensors metadata of a converted PEFT adapter: how mlx switch factors were fused (JSON).
 _FUSED_KEY = "adapterscan_fused_experts"
-
-
-def _peft_first_match(patterns: Mapping[str, Any], path: str) -> Any:
-    r"""Peft's rule: the first key ``k`` with ``re.match(rf"(.*\.)?({k})$", path)`` wins."""
-    import re
-
-    for key, value in patterns.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return value
-    return None
 
 
 def _peft_specs(
@@ -55,15 +44,13 @@ def _peft_specs(
     """Per-module specs for a PEFT adapter.
 
     Module paths are mlx-lm's (stacked experts), ranks come from the tensors, and the scale is
-    alpha/r (rsLoRA: alpha/sqrt(r)) with ``alpha_pattern`` resolved by peft's first-match rule.
+    alpha/r (rsLoRA: alpha/sqrt(r)) with ``alpha_pattern`` resolved by peft's first-match rule,
+    as the core reads the config (``Scan.module_settings``).
     """
     cfg = s.config or {}
-    cfg_path = s.config_path or ""
     params = _lazy_params(model)
     _refuse_full_tensors(s, params, drop_embedding_copy=drop_embedding_copy)
-    alpha_default = cfg.get("lora_alpha", 8)
-    patterns = as_mapping(cfg.get("alpha_pattern"))
-    rslora = bool(cfg.get("use_rslora", False))
+    settings = s.module_settings
     if tied is None:
         tied = bool(getattr(getattr(model, "args", None), "tie_word_embeddings", False))
     fused = _fused_records(s)
@@ -74,10 +61,10 @@ def _peft_specs(
         if m.rank is None:
             raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
         _refuse_embedding(path, m, tied=tied)
-        alpha = _peft_first_match(patterns, path)
-        alpha = _number(alpha_default if alpha is None else alpha, "lora_alpha", cfg_path)
         rank = int(m.rank)
-        scale = alpha / (math.sqrt(rank) if rslora else rank)
+        scale, dropout = settings[path]
+        if not isinstance(scale, float):
+            raise AdapterMismatchError(f"no scale can be read for {path}", _empty_report(s))
         spec = _Spec(
             path=stacked_path(path),
             kind=m.kind,
@@ -85,8 +72,9 @@ def _peft_specs(
             layout=m.layout,
             rank=rank,
             scale=scale,
-            dropout=_number(cfg.get("lora_dropout", 0.0), "lora_dropout", cfg_path),
+            dropout=dropout,
             keys=list(m.keys),
+            factors=list(m.factors),
         )
         if m.layout != "peft_param_wrapper":
             specs.append(spec)
@@ -126,7 +114,7 @@ def _refuse_full_tensors(
     """
     refused = []
     for name in s.non_adapter_tensors:
-        bare = name.removeprefix(_PEFT_PREFIX)
+        bare = name.removeprefix(PEFT_PREFIX)
         if bare.endswith(".base_layer.weight"):
             if drop_embedding_copy:
                 continue  # asked for: peft's copy of a targeted embedding is not carried over
@@ -266,17 +254,16 @@ def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if spec.layout == "peft_per_expert":
         a: dict[int, Any] = {}
         b: dict[int, Any] = {}
-        for key in spec.keys:
-            expert = int(key.split(".experts.")[-1].split(".")[0])
-            (a if ".lora_A." in key else b)[expert] = saved[key]
+        for key, leaf, expert in spec.factors:
+            (a if leaf == "a" else b)[expert or 0] = saved[key]
         return [
             (_join(spec.path, "lora_a"), mx.stack([a[e] for e in sorted(a)])),
             (_join(spec.path, "lora_b"), mx.stack([b[e] for e in sorted(b)])),
         ]
     if spec.layout == "peft_param_wrapper":
         # A (E * r, in): experts major; B (out, r * E): experts minor (peft's ParamWrapper).
-        (a_key,) = [k for k in spec.keys if k.endswith(".lora_A.weight")]
-        (b_key,) = [k for k in spec.keys if k.endswith(".lora_B.weight")]
+        (a_key,) = [key for key, leaf, _ in spec.factors if leaf == "a"]
+        (b_key,) = [key for key, leaf, _ in spec.factors if leaf == "b"]
         folded_a, folded_b = saved[a_key], saved[b_key]
         folded = spec.folded_rank or spec.rank  # the wrapper's rank (both halves, for gate_up)
         experts = folded_a.shape[0] // folded
@@ -290,13 +277,11 @@ def _peft_pairs(spec: _Spec, saved: Mapping[str, Any]) -> list[tuple[str, Any]]:
             if factor != 1.0:
                 fb = fb / factor
         return [(_join(spec.path, "lora_a"), fa), (_join(spec.path, "lora_b"), fb)]
-    pairs = []
-    for key in spec.keys:
-        value = saved[key]
-        if key.endswith((".lora_A.weight", ".lora_embedding_A")):
-            pairs.append((_join(spec.path, "lora_a"), value.T))
-        elif key.endswith((".lora_B.weight", ".lora_embedding_B")):
-            pairs.append((_join(spec.path, "lora_b"), value.T))
-        else:  # lora_magnitude_vector(.weight)
-            pairs.append((_join(spec.path, "m"), value))
-    return pairs
+    live = {"a": "lora_a", "b": "lora_b"}
+    # Dense factors are stored transposed; a DoRA magnitude is not.
+    return [
+        (_join(spec.path, live[leaf]), saved[key].T)
+        if leaf in live
+        else (_join(spec.path, "m"), saved[key])
+        for key, leaf, _ in spec.factors
+    ]

@@ -22,13 +22,12 @@ from mlx.utils import tree_flatten
 
 from .._atomic import replace_files
 from .._config_io import CONFIG_NAME, config_writer, most_common
-from .._scan import Scan, scan
+from .._scan import Scan, natural_sorted, scan
 from ..errors import SaveError
 from ._live import (
     _join,
     _layer_count,
     _Live,
-    _natural_key,
     _wrapped_base_name,
     base_fingerprint,
     live_adapters,
@@ -233,7 +232,7 @@ def save_trainable_adapters(
         )
     weights = {_join(x.path, leaf): t for x in modules for leaf, t in x.tensors.items()}
     weights.update(extra)
-    full = sorted(extra, key=_natural_key)
+    full = natural_sorted(extra, key=str)
     if modules:
         cfg = _build_config(
             model, modules, config, kind="trainable", full_tensors=full, save_id=uuid.uuid4().hex
