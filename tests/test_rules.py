@@ -56,6 +56,12 @@ def test_ranges_and_packed_widths() -> None:
     assert _core.unpacked_width(24, 3) == 256
     assert _core.unpacked_width(8, 0) is None
     assert _core.PEFT_PREFIX == "base_model.model."
+    # transformers 5 calls Mixtral's `block_sparse_moe` `mlp`; mlx-lm keeps the old name.
+    assert _core.hf_moe_block("model.layers.0.block_sparse_moe") == "model.layers.0.mlp"
+    assert _core.mlx_moe_blocks("model.layers.0.mlp") == [
+        "model.layers.0.mlp",
+        "model.layers.0.block_sparse_moe",
+    ]
 
 
 def test_factors_name_leaf_and_index_of_each_saved_tensor(tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ __all__ = [
     "check_paths",
     "compress_ranges",
     "dtypes",
+    "hf_moe_block",
     "layouts",
+    "mlx_moe_blocks",
     "natural_order",
     "per_expert_path",
     "problem_codes",
@@ -329,3 +331,9 @@ def problem_codes() -> list[tuple[str, str, str]]:
 
 def layouts() -> list[str]:
     """Every on-disk layout name."""
+
+def hf_moe_block(block: str) -> str:
+    """The Hugging Face name of an mlx-lm MoE block (``X.block_sparse_moe`` -> ``X.mlp``)."""
+
+def mlx_moe_blocks(block: str) -> list[str]:
+    """The mlx-lm blocks a Hugging Face MoE block may be, most likely first."""

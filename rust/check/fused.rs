@@ -6,7 +6,7 @@
 use crate::base::Target;
 use crate::check::ShapeMismatch;
 use crate::infer::{Kind, Module};
-use crate::naming::experts::stacked_path;
+use crate::naming::experts::{hf_moe_block, mlx_moe_blocks, stacked_path};
 use crate::problem::{Code, Problem, Severity};
 use crate::scan::Scan;
 
@@ -19,10 +19,10 @@ pub(crate) fn fused_targets<'e>(
 ) -> Option<Vec<&'e Target>> {
     // transformers 5 calls Mixtral's `block_sparse_moe` `mlp`; mlx-lm keeps the old name.
     let find = |p: String| {
-        lookup.get(&p).copied().or_else(|| {
-            let mixtral = p.replacen(".mlp.switch_mlp.", ".block_sparse_moe.switch_mlp.", 1);
-            lookup.get(&mixtral).copied()
-        })
+        let (block, leaf) = p.split_once(".switch_mlp.")?;
+        mlx_moe_blocks(block)
+            .iter()
+            .find_map(|b| lookup.get(&format!("{b}.switch_mlp.{leaf}")).copied())
     };
     if let Some(base) = path.strip_suffix(".gate_up_proj") {
         let gate = find(stacked_path(&format!("{base}.gate_proj")))?;
@@ -83,11 +83,11 @@ pub(crate) fn check_fused(
 /// The fused-parameter key peft's `target_parameters` would name for a stacked module.
 pub(crate) fn fused_key(path: &str) -> Option<String> {
     let (head, last) = path.rsplit_once('.')?;
-    let prefix = head.strip_suffix("switch_mlp")?;
+    let block = head.strip_suffix(".switch_mlp")?;
     let param = match last {
         "gate_proj" | "up_proj" => "gate_up_proj",
         "down_proj" => "down_proj",
         _ => return None,
     };
-    Some(format!("{prefix}experts.{param}"))
+    Some(format!("{}.experts.{param}", hf_moe_block(block)))
 }

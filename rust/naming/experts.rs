@@ -151,6 +151,29 @@ pub(crate) fn grouped(target: &str) -> String {
     }
 }
 
+/// The Hugging Face name of an mlx-lm MoE block, as transformers 5 writes fused experts: every
+/// block is `mlp` there, Mixtral's included, where mlx-lm keeps Mixtral's `block_sparse_moe`
+/// (`X.block_sparse_moe` -> `X.mlp`; other paths unchanged).
+pub fn hf_moe_block(block: &str) -> String {
+    match block.strip_suffix(".block_sparse_moe") {
+        Some(head) => format!("{head}.mlp"),
+        None if block == "block_sparse_moe" => "mlp".to_string(),
+        None => block.to_string(),
+    }
+}
+
+/// The mlx-lm blocks a Hugging Face MoE block may be, most likely first: `X.mlp` is `X.mlp`, or
+/// Mixtral's `X.block_sparse_moe`; any other path is itself.
+pub fn mlx_moe_blocks(block: &str) -> Vec<String> {
+    let mut out = vec![block.to_string()];
+    if let Some(head) = block.strip_suffix(".mlp") {
+        out.push(format!("{head}.block_sparse_moe"));
+    } else if block == "mlp" {
+        out.push("block_sparse_moe".to_string());
+    }
+    out
+}
+
 /// Mixtral's expert names in the Hugging Face layout and their mlx-lm names.
 const MIXTRAL_EXPERTS: &[(&str, &str)] =
     &[("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")];
@@ -192,4 +215,30 @@ pub fn per_expert_path(path: &str, e: u64) -> String {
         last
     };
     format!("{prefix}experts.{e}.{name}")
+}
+
+#[cfg(test)]
+mod moe_block_tests {
+    use super::*;
+
+    #[test]
+    fn mixtral_blocks_are_mlp_in_transformers_5() {
+        assert_eq!(
+            hf_moe_block("model.layers.0.block_sparse_moe"),
+            "model.layers.0.mlp"
+        );
+        assert_eq!(hf_moe_block("model.layers.0.mlp"), "model.layers.0.mlp");
+        assert_eq!(
+            hf_moe_block("x.my_block_sparse_moe"),
+            "x.my_block_sparse_moe"
+        );
+        assert_eq!(
+            mlx_moe_blocks("model.layers.3.mlp"),
+            vec!["model.layers.3.mlp", "model.layers.3.block_sparse_moe"]
+        );
+        assert_eq!(
+            mlx_moe_blocks("model.layers.3.moe"),
+            vec!["model.layers.3.moe"]
+        );
+    }
 }

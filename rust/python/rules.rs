@@ -75,3 +75,17 @@ pub fn layouts() -> Vec<&'static str> {
         .map(|l| l.name())
         .collect()
 }
+
+/// The Hugging Face name of an mlx-lm MoE block as transformers 5 writes fused experts
+/// (`X.block_sparse_moe` -> `X.mlp`).
+#[pyfunction]
+pub fn hf_moe_block(block: &str) -> String {
+    crate::naming::experts::hf_moe_block(block)
+}
+
+/// The mlx-lm blocks a Hugging Face MoE block may be, most likely first (`X.mlp`, then Mixtral's
+/// `X.block_sparse_moe`).
+#[pyfunction]
+pub fn mlx_moe_blocks(block: &str) -> Vec<String> {
+    crate::naming::experts::mlx_moe_blocks(block)
+}

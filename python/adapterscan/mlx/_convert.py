@@ -21,7 +21,13 @@ from typing import Any, Literal
 import mlx.core as mx
 
 from .._config_io import most_common
-from .._core import PEFT_PREFIX, AdapterScanError, per_expert_path, stacked_path
+from .._core import (
+    PEFT_PREFIX,
+    AdapterScanError,
+    hf_moe_block,
+    per_expert_path,
+    stacked_path,
+)
 from .._scan import Scan, natural_sorted, scan
 from ..errors import AdapterMismatchError
 from ._live import _join
@@ -293,10 +299,7 @@ def _fuse_switches(
                 f"{prefix}.switch_mlp.{other[0]}: no fused transformers parameter holds it; "
                 "use experts='per-expert'"
             )
-        hf = prefix.removesuffix(".block_sparse_moe") + (
-            ".mlp" if prefix.endswith(".block_sparse_moe") else ""
-        )
-        module = f"{hf}.experts"
+        module = f"{hf_moe_block(prefix)}.experts"
         halves = [projs.get("gate_proj"), projs.get("up_proj")]
         if any(halves):
             # peft nests the first registered parameter (gate_up_proj) inside down_proj's wrapper.

@@ -23,7 +23,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .._config_io import as_mapping
-from .._core import PEFT_PREFIX, AdapterScanError, Module, stacked_path
+from .._core import PEFT_PREFIX, AdapterScanError, Module, mlx_moe_blocks, stacked_path
 from .._scan import Scan
 from ..errors import AdapterMismatchError
 from ._live import _join
@@ -182,12 +182,9 @@ def _switch_prefix(experts_module: str, params: Mapping[str, Any]) -> str:
     ``X.mlp``, or Mixtral's ``X.block_sparse_moe`` when the model has that instead.
     """
     prefix = experts_module.removesuffix(".experts")
-    if prefix.endswith(".mlp"):
-        alt = prefix.removesuffix(".mlp") + ".block_sparse_moe"
-        if not any(k.startswith(f"{prefix}.switch_mlp.") for k in params) and any(
-            k.startswith(f"{alt}.switch_mlp.") for k in params
-        ):
-            return alt
+    for block in mlx_moe_blocks(prefix):
+        if any(k.startswith(f"{block}.switch_mlp.") for k in params):
+            return block
     return prefix
 
 
@@ -213,7 +210,7 @@ def _fused_records(s: Scan) -> dict[str, Any]:
                 continue
             experts_module = key.rpartition(".")[0]
             layer = experts_module.removesuffix(".mlp.experts")
-            if record.get("mlx") not in (f"{layer}.mlp", f"{layer}.block_sparse_moe"):
+            if record.get("mlx") not in mlx_moe_blocks(f"{layer}.mlp"):
                 continue
             halves = {}
             for half in ("gate_proj", "up_proj"):
