@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::error::{Result, ScanError};
 use crate::infer::Kind;
-use crate::naming::experts::RecentExperts;
+use crate::naming::experts::{stacked_path, RecentExperts};
 use crate::naming::natural::sort_natural;
 use crate::naming::paths::{layer_split, looks_like_embedding};
 use crate::problem::{Code, Problem, Severity};
@@ -543,53 +543,10 @@ impl Merged {
     }
 }
 
-/// Mixtral's expert names in the Hugging Face layout and their mlx-lm names.
-const MIXTRAL_EXPERTS: &[(&str, &str)] =
-    &[("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")];
-
-/// The mlx-lm path of a stacked expert module: `X.experts.P` -> `X.switch_mlp.P`, with Mixtral's
-/// `w1`/`w3`/`w2` renamed to `gate_proj`/`up_proj`/`down_proj`. Other paths are returned as is.
-pub fn stacked_path(path: &str) -> String {
-    let Some((head, last)) = path.rsplit_once('.') else {
-        return path.to_string();
-    };
-    let Some(prefix) = head.strip_suffix("experts") else {
-        return path.to_string();
-    };
-    if !(prefix.is_empty() || prefix.ends_with('.')) {
-        return path.to_string();
-    }
-    let name = MIXTRAL_EXPERTS
-        .iter()
-        .find(|(hf, _)| *hf == last)
-        .map_or(last, |(_, mlx)| mlx);
-    format!("{prefix}switch_mlp.{name}")
-}
-
-/// The Hugging Face per-expert name of expert `e` of a stacked mlx module (inverse of
-/// [`stacked_path`]): `X.switch_mlp.P` -> `X.experts.{e}.P` (Mixtral: `w1`/`w3`/`w2`).
-pub fn per_expert_path(path: &str, e: u64) -> String {
-    let Some((head, last)) = path.rsplit_once('.') else {
-        return path.to_string();
-    };
-    let Some(prefix) = head.strip_suffix("switch_mlp") else {
-        return format!("{head}.{e}.{last}");
-    };
-    let name = if prefix.ends_with("block_sparse_moe.") {
-        MIXTRAL_EXPERTS
-            .iter()
-            .find(|(_, mlx)| *mlx == last)
-            .map_or(last, |(hf, _)| hf)
-    } else {
-        last
-    };
-    format!("{prefix}experts.{e}.{name}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::naming::experts::{per_expert_path, stacked_path};
+    use crate::naming::experts::per_expert_path;
     use crate::read::header::parse_header;
     use crate::read::header::tests::tensors_file;
 
