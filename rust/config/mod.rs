@@ -5,6 +5,9 @@
 //! wrong type is an error (`ScanError::Config`); semantic disagreements with the tensors are
 //! reported later as problems.
 //!
+//! `peft.rs` reads PEFT's own fields and holds peft's first-match rule for pattern keys
+//! ([`PeftRanks`], [`peft_pattern`]); [`settings`] gives each module's scale and dropout.
+//!
 //! May use: `error`.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +16,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, ScanError};
 
+mod peft;
 pub mod settings;
+
+pub use peft::{peft_pattern, PeftRanks};
 
 /// Which producer's schema a config follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +136,25 @@ impl<'a> Fields<'a> {
 
     fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
+    }
+
+    /// The fields of the object at `field`, named with `prefix` (`empty` when it is absent).
+    fn nested(
+        &self,
+        field: &str,
+        prefix: &'static str,
+        empty: &'a Map<String, Value>,
+    ) -> Result<Fields<'a>> {
+        let obj = match self.get(field) {
+            None => empty,
+            Some(Value::Object(m)) => m,
+            Some(v) => return Err(self.err(field, "an object", v)),
+        };
+        Ok(Fields {
+            path: self.path,
+            obj,
+            prefix,
+        })
     }
 
     fn uint(&self, field: &str) -> Result<Option<u64>> {
@@ -276,7 +301,57 @@ pub(crate) fn describe(v: &Value) -> String {
 
 /// Parse config bytes.
 pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
-    let raw: Value = serde_json::from_slice(bytes).map_err(|e| {
+    let raw = parse_json(path, bytes)?;
+    let empty = Map::new();
+    let top = Fields {
+        path,
+        obj: object_of(path, &raw)?,
+        prefix: "",
+    };
+    let lp = top.nested("lora_parameters", "lora_parameters.", &empty)?;
+    let has_lora_parameters = top.get("lora_parameters").is_some();
+    // The fields are read (and a wrong type reported) in this order: the first error wins.
+    let kind = Kind::read(&top, has_lora_parameters)?;
+    let schema = kind.schema;
+    let targets = peft::Targets::read(&top)?;
+    let entries = ModuleEntries::read(&top, &empty)?;
+    let mlx = MlxValues::read(&top, &lp, schema)?;
+    let use_dora = top.boolean("use_dora")?;
+    let peft = peft::Values::read(&top, schema)?;
+    Ok(AdapterConfig {
+        path: path.to_path_buf(),
+        schema,
+        fine_tune_type: kind.fine_tune_type,
+        num_layers: kind.num_layers,
+        has_lora_parameters,
+        rank: mlx.rank,
+        top_rank: mlx.top_rank,
+        scale: mlx.scale,
+        top_scale: mlx.top_scale,
+        alpha: mlx.alpha,
+        dropout: mlx.dropout,
+        keys: mlx.keys,
+        module_paths: mlx.module_paths,
+        module_ranks: entries.ranks,
+        module_scales: entries.scales,
+        full_tensors: entries.full_tensors,
+        use_dora,
+        peft_r: peft.r,
+        peft_alpha: peft.alpha,
+        use_rslora: peft.use_rslora,
+        target_modules: targets.target_modules,
+        rank_pattern: peft.rank_pattern,
+        alpha_pattern: peft.alpha_pattern,
+        layers_to_transform: targets.layers_to_transform,
+        modules_to_save: peft.modules_to_save,
+        target_parameters: peft.target_parameters,
+        raw,
+    })
+}
+
+/// The bytes as JSON, an error naming the line and column where they are not.
+fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
         let full = e.to_string();
         let message = full
             .rsplit_once(" at line ")
@@ -290,202 +365,139 @@ pub fn parse_config(path: &Path, bytes: &[u8]) -> Result<AdapterConfig> {
                 e.column()
             ),
         }
-    })?;
-    let Value::Object(obj) = &raw else {
+    })
+}
+
+/// The config's top-level object.
+fn object_of<'v>(path: &Path, raw: &'v Value) -> Result<&'v Map<String, Value>> {
+    let Value::Object(obj) = raw else {
         return Err(ScanError::Config {
             path: path.to_path_buf(),
             field: None,
-            message: format!("expected a JSON object, found {}", describe(&raw)),
+            message: format!("expected a JSON object, found {}", describe(raw)),
         });
     };
-    let top = Fields {
-        path,
-        obj,
-        prefix: "",
-    };
-    let lp_value = top.get("lora_parameters");
-    let empty = Map::new();
-    let lp_obj = match lp_value {
-        None => &empty,
-        Some(Value::Object(m)) => m,
-        Some(v) => return Err(top.err("lora_parameters", "an object", v)),
-    };
-    let lp = Fields {
-        path,
-        obj: lp_obj,
-        prefix: "lora_parameters.",
-    };
+    Ok(obj)
+}
 
-    let fine_tune_type = top.string("fine_tune_type")?;
-    let peft_type = top.string("peft_type")?;
-    let num_layers = top.int("num_layers")?;
-    let lora_layers = top.int("lora_layers")?;
-    let is_peft_type = peft_type
-        .as_deref()
-        .is_some_and(|t| t.eq_ignore_ascii_case("lora"));
+/// The fields that decide the schema, and the schema they decide.
+struct Kind {
+    schema: Schema,
+    fine_tune_type: Option<String>,
+    /// `num_layers`, else legacy `lora_layers`.
+    num_layers: Option<i64>,
+}
 
-    let schema = if lora_layers.is_some() && num_layers.is_none() && fine_tune_type.is_none() {
-        Schema::MlxLegacy
-    } else if lp_value.is_some() || fine_tune_type.is_some() || num_layers.is_some() {
-        Schema::Mlx
-    } else if is_peft_type || top.get("r").is_some() || top.get("target_modules").is_some() {
-        Schema::Peft
-    } else if top.get("rank").is_some() && top.get("alpha").is_some() {
-        Schema::MlxVlmLegacy
-    } else {
-        Schema::Unknown
-    };
+impl Kind {
+    fn read(top: &Fields<'_>, has_lora_parameters: bool) -> Result<Self> {
+        let fine_tune_type = top.string("fine_tune_type")?;
+        let peft_type = top.string("peft_type")?;
+        let num_layers = top.int("num_layers")?;
+        let lora_layers = top.int("lora_layers")?;
+        let is_peft_type = peft_type
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("lora"));
 
-    let target_modules = match top.get("target_modules") {
-        None => None,
-        Some(Value::String(s)) => Some(TargetModules::Regex(s.clone())),
-        Some(_) => top.string_list("target_modules")?.map(TargetModules::Names),
-    };
-    let layers_to_transform = match top.get("layers_to_transform") {
-        None => None,
-        Some(v) if v.is_u64() => v.as_u64().map(|n| vec![n]),
-        Some(_) => Some(
-            top.get("layers_to_transform")
-                .and_then(Value::as_array)
-                .and_then(|a| a.iter().map(Value::as_u64).collect::<Option<Vec<_>>>())
-                .ok_or_else(|| {
-                    top.err(
-                        "layers_to_transform",
-                        "an integer or a list of integers",
-                        top.get("layers_to_transform").unwrap_or(&Value::Null),
-                    )
-                })?,
-        ),
-    };
-
-    // adapterscan's own block: per-module rank/scale and declared full tensors.
-    let ours_value = top.get("adapterscan");
-    let ours_obj = match ours_value {
-        None => &empty,
-        Some(Value::Object(m)) => m,
-        Some(v) => return Err(top.err("adapterscan", "an object", v)),
-    };
-    let ours = Fields {
-        path,
-        obj: ours_obj,
-        prefix: "adapterscan.",
-    };
-    let mut module_ranks =
-        top.map_of("unsloth_mlx_lora_module_ranks", "integers", Value::as_u64)?;
-    let mut module_scales = top.map_of("unsloth_mlx_lora_module_scales", "numbers", number_of)?;
-    if let Some(v) = ours.get("modules") {
-        let Value::Object(mods) = v else {
-            return Err(ours.err("modules", "an object of module entries", v));
+        let schema = if lora_layers.is_some() && num_layers.is_none() && fine_tune_type.is_none() {
+            Schema::MlxLegacy
+        } else if has_lora_parameters || fine_tune_type.is_some() || num_layers.is_some() {
+            Schema::Mlx
+        } else if is_peft_type || top.get("r").is_some() || top.get("target_modules").is_some() {
+            Schema::Peft
+        } else if top.get("rank").is_some() && top.get("alpha").is_some() {
+            Schema::MlxVlmLegacy
+        } else {
+            Schema::Unknown
         };
-        for (name, entry) in mods {
-            let Value::Object(e) = entry else {
-                return Err(ours.err(&format!("modules.{name}"), "an object", entry));
-            };
-            let f = Fields {
-                path,
-                obj: e,
-                prefix: "adapterscan.modules.",
-            };
-            if let Some(r) = f.uint("rank")? {
-                module_ranks.push((name.clone(), r));
-            }
-            if let Some(s) = e.get("scale").and_then(number_of) {
-                module_scales.push((name.clone(), s));
-            }
-        }
-    }
-    let full_tensors = ours.string_list("full_tensors")?.unwrap_or_default();
-
-    let alpha = match lp.number("alpha")? {
-        Some(a) => Some(a),
-        None if schema != Schema::Peft => top.number("alpha")?,
-        None => None,
-    };
-
-    Ok(AdapterConfig {
-        path: path.to_path_buf(),
-        schema,
-        fine_tune_type,
-        num_layers: num_layers.or(lora_layers),
-        has_lora_parameters: lp_value.is_some(),
-        rank: lp.uint("rank")?,
-        top_rank: if schema == Schema::Peft {
-            None
-        } else {
-            top.uint("rank")?
-        },
-        scale: lp.number("scale")?,
-        top_scale: top.number("scale")?,
-        alpha,
-        dropout: match lp.number("dropout")? {
-            Some(d) => Some(d),
-            None if schema == Schema::Peft => top.number("lora_dropout")?,
-            None => top.number("dropout")?,
-        },
-        keys: lp.string_list("keys")?,
-        module_paths: top.path_list("unsloth_mlx_lora_module_paths")?,
-        module_ranks,
-        module_scales,
-        full_tensors,
-        use_dora: top.boolean("use_dora")?,
-        peft_r: if schema == Schema::Peft {
-            top.uint("r")?
-        } else {
-            None
-        },
-        peft_alpha: top.number("lora_alpha")?,
-        use_rslora: top.boolean("use_rslora")?.unwrap_or(false),
-        target_modules,
-        rank_pattern: top.map_of("rank_pattern", "integers", Value::as_u64)?,
-        alpha_pattern: top.map_of("alpha_pattern", "numbers", number_of)?,
-        layers_to_transform,
-        modules_to_save: top.string_list("modules_to_save")?.unwrap_or_default(),
-        target_parameters: top.string_list("target_parameters")?.unwrap_or_default(),
-        raw,
-    })
-}
-
-/// PEFT's rank for a module or parameter path: the first `rank_pattern` key that matches (peft's
-/// rule), else `r`.
-pub struct PeftRanks {
-    patterns: Vec<(regex::Regex, u64)>,
-    r: Option<u64>,
-}
-
-impl PeftRanks {
-    /// The config's patterns, compiled (a key that is not a regular expression is an error).
-    pub fn new(c: &AdapterConfig) -> Result<Self> {
         Ok(Self {
-            patterns: c
-                .rank_pattern
-                .iter()
-                .map(|(k, v)| peft_pattern(&c.path, "rank_pattern", k).map(|re| (re, *v)))
-                .collect::<Result<Vec<_>>>()?,
-            r: c.peft_r,
+            schema,
+            fine_tune_type,
+            num_layers: num_layers.or(lora_layers),
         })
     }
+}
 
-    /// The rank of the first `rank_pattern` key matching `path`.
-    pub fn from_pattern(&self, path: &str) -> Option<u64> {
-        self.patterns
-            .iter()
-            .find(|(re, _)| re.is_match(path))
-            .map(|(_, r)| *r)
-    }
+/// Per-module entries: Unsloth's rank and scale maps, then adapterscan's own block (per-module
+/// rank/scale and declared full tensors).
+struct ModuleEntries {
+    ranks: Vec<(String, u64)>,
+    scales: Vec<(String, f64)>,
+    full_tensors: Vec<String>,
+}
 
-    /// The rank peft gives `path`.
-    pub fn rank(&self, path: &str) -> Option<u64> {
-        self.from_pattern(path).or(self.r)
+impl ModuleEntries {
+    fn read<'a>(top: &Fields<'a>, empty: &'a Map<String, Value>) -> Result<Self> {
+        let ours = top.nested("adapterscan", "adapterscan.", empty)?;
+        let mut ranks = top.map_of("unsloth_mlx_lora_module_ranks", "integers", Value::as_u64)?;
+        let mut scales = top.map_of("unsloth_mlx_lora_module_scales", "numbers", number_of)?;
+        if let Some(v) = ours.get("modules") {
+            let Value::Object(mods) = v else {
+                return Err(ours.err("modules", "an object of module entries", v));
+            };
+            for (name, entry) in mods {
+                let Value::Object(e) = entry else {
+                    return Err(ours.err(&format!("modules.{name}"), "an object", entry));
+                };
+                let f = Fields {
+                    path: top.path,
+                    obj: e,
+                    prefix: "adapterscan.modules.",
+                };
+                if let Some(r) = f.uint("rank")? {
+                    ranks.push((name.clone(), r));
+                }
+                if let Some(s) = e.get("scale").and_then(number_of) {
+                    scales.push((name.clone(), s));
+                }
+            }
+        }
+        Ok(Self {
+            ranks,
+            scales,
+            full_tensors: ours.string_list("full_tensors")?.unwrap_or_default(),
+        })
     }
 }
 
-/// Compile a PEFT pattern key with peft's matching rule: `(.*\.)?(key)$` from the start.
-pub fn peft_pattern(path: &Path, field: &str, key: &str) -> Result<regex::Regex> {
-    regex::Regex::new(&format!(r"^(?:.*\.)?(?:{key})$")).map_err(|e| ScanError::Config {
-        path: path.to_path_buf(),
-        field: Some(format!("{field}.{key}")),
-        message: format!("`{field}` key `{key}` is not a valid regular expression: {e}"),
-    })
+/// mlx-lm's `lora_parameters` (and Unsloth's module paths), with the top-level mirrors and
+/// fallbacks that mlx-vlm, Unsloth and PEFT write.
+struct MlxValues {
+    alpha: Option<f64>,
+    rank: Option<u64>,
+    top_rank: Option<u64>,
+    scale: Option<f64>,
+    top_scale: Option<f64>,
+    dropout: Option<f64>,
+    keys: Option<Vec<String>>,
+    module_paths: Option<Vec<String>>,
+}
+
+impl MlxValues {
+    fn read(top: &Fields<'_>, lp: &Fields<'_>, schema: Schema) -> Result<Self> {
+        let alpha = match lp.number("alpha")? {
+            Some(a) => Some(a),
+            None if schema != Schema::Peft => top.number("alpha")?,
+            None => None,
+        };
+        Ok(Self {
+            alpha,
+            rank: lp.uint("rank")?,
+            top_rank: if schema == Schema::Peft {
+                None
+            } else {
+                top.uint("rank")?
+            },
+            scale: lp.number("scale")?,
+            top_scale: top.number("scale")?,
+            dropout: match lp.number("dropout")? {
+                Some(d) => Some(d),
+                None if schema == Schema::Peft => top.number("lora_dropout")?,
+                None => top.number("dropout")?,
+            },
+            keys: lp.string_list("keys")?,
+            module_paths: top.path_list("unsloth_mlx_lora_module_paths")?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,26 @@ struct Dims {
     layout: Option<Layout>,
 }
 
+impl Dims {
+    fn new(kind: Kind, layout: Option<Layout>) -> Self {
+        Self {
+            kind,
+            rank: None,
+            in_dims: None,
+            out_dims: None,
+            num_experts: None,
+            layout,
+        }
+    }
+
+    /// A pair's reading as [`pair_2d`] gives it: (rank, in, out).
+    fn set_pair(&mut self, (rank, in_dims, out_dims): (Option<u64>, u64, u64)) {
+        self.rank = rank;
+        self.in_dims = Some(in_dims);
+        self.out_dims = Some(out_dims);
+    }
+}
+
 pub(crate) fn shape_str(s: &[u64]) -> String {
     format!(
         "({})",
@@ -84,30 +104,7 @@ pub(crate) fn analyze(
     let b = pick(Leaf::B);
     let m = pick(Leaf::M);
 
-    let first = order.first().map(|x| tensors[x.2].dtype);
-    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> = first.into_iter().collect();
-    if order.iter().any(|x| Some(tensors[x.2].dtype) != first) {
-        dtypes = order.iter().map(|x| tensors[x.2].dtype).collect();
-        dtypes.sort_unstable();
-        dtypes.dedup();
-    }
-    let dtype = if dtypes.len() == 1 {
-        dtypes[0].name()
-    } else {
-        d.warn(
-            Code::MixedDtypes,
-            format!(
-                "the module's tensors have different dtypes ({})",
-                dtypes
-                    .iter()
-                    .map(|x| x.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        );
-        "mixed"
-    };
-
+    let dtype = module_dtype(&mut d, order, tensors);
     let expert_slots = a
         .iter()
         .chain(&b)
@@ -160,6 +157,37 @@ pub(crate) fn analyze(
         },
         d.problems,
     )
+}
+
+/// The factors' one dtype, or `mixed` (with a warning naming them).
+fn module_dtype(
+    d: &mut Draft<'_>,
+    order: &[(Slot, Leaf, usize, Family)],
+    tensors: &[TensorView<'_>],
+) -> &'static str {
+    let first = order.first().map(|x| tensors[x.2].dtype);
+    let mut dtypes: smallvec::SmallVec<[Dtype; 2]> = first.into_iter().collect();
+    if order.iter().any(|x| Some(tensors[x.2].dtype) != first) {
+        dtypes = order.iter().map(|x| tensors[x.2].dtype).collect();
+        dtypes.sort_unstable();
+        dtypes.dedup();
+    }
+    if dtypes.len() == 1 {
+        dtypes[0].name()
+    } else {
+        d.warn(
+            Code::MixedDtypes,
+            format!(
+                "the module's tensors have different dtypes ({})",
+                dtypes
+                    .iter()
+                    .map(|x| x.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        "mixed"
+    }
 }
 
 fn unpaired(d: &mut Draft<'_>, a: &[(Slot, usize)], b: &[(Slot, usize)], what: &str) -> bool {
@@ -240,30 +268,12 @@ fn single(
     tensors: &[TensorView<'_>],
     opts: InferOptions,
 ) -> Dims {
-    let layout_for = |kind: Kind| -> Layout {
-        match (family, kind) {
-            (Family::Mlx, Kind::Switch) => Layout::MlxSwitch,
-            (Family::Mlx, Kind::Embedding) => Layout::MlxEmbedding,
-            (Family::MlxLayer, _) => Layout::MlxLayer,
-            (Family::MlxVlmLegacy, _) => Layout::MlxVlmLegacy,
-            (Family::PeftEmbedding, _) => Layout::PeftEmbedding,
-            (Family::Peft, Kind::Switch) => Layout::PeftParamWrapper,
-            (Family::Peft, _) => Layout::PeftLinear,
-            _ => Layout::MlxLinear,
-        }
+    let kind = if family == Family::PeftEmbedding || looks_like_embedding(d.path) {
+        Kind::Embedding
+    } else {
+        Kind::Linear
     };
-    let mut dims = Dims {
-        kind: if family == Family::PeftEmbedding || looks_like_embedding(d.path) {
-            Kind::Embedding
-        } else {
-            Kind::Linear
-        },
-        rank: None,
-        in_dims: None,
-        out_dims: None,
-        num_experts: None,
-        layout: None,
-    };
+    let mut dims = Dims::new(kind, None);
     let param_wrapper = family == Family::Peft
         && opts.peft_target_parameters
         && (d.path.ends_with("experts") || d.path.ends_with("experts.base_layer"));
@@ -278,7 +288,7 @@ fn single(
                 dims.num_experts = Some(s[0]);
             }
         }
-        dims.layout = Some(layout_for(dims.kind));
+        dims.layout = Some(layout_for(family, dims.kind));
         return dims;
     }
     if a.len() > 1 || b.len() > 1 {
@@ -286,79 +296,52 @@ fn single(
     }
     let sa = tensors[a[0].1].shape;
     let sb = tensors[b[0].1].shape;
+    read_pair(d, family, sa, sb, param_wrapper, &mut dims);
+    if family == Family::MlxLayer {
+        d.warn(
+            Code::LayerWrappedFactors,
+            "factors are stored as `lora_a.weight`/`lora_b.weight` (layer-wrapped halves); \
+             mlx-lm's load_adapters rejects `.weight` leaves"
+                .into(),
+        );
+    }
+    if let Some(&(_, mi)) = m.first() {
+        read_magnitude(d, family, m.len(), tensors[mi].shape, &mut dims);
+    }
+    if dims.layout.is_none() {
+        dims.layout = Some(layout_for(family, dims.kind));
+    }
+    dims
+}
+
+/// The layout of a single (not per-expert, not fused) module of `family` and `kind`.
+fn layout_for(family: Family, kind: Kind) -> Layout {
+    match (family, kind) {
+        (Family::Mlx, Kind::Switch) => Layout::MlxSwitch,
+        (Family::Mlx, Kind::Embedding) => Layout::MlxEmbedding,
+        (Family::MlxLayer, _) => Layout::MlxLayer,
+        (Family::MlxVlmLegacy, _) => Layout::MlxVlmLegacy,
+        (Family::PeftEmbedding, _) => Layout::PeftEmbedding,
+        (Family::Peft, Kind::Switch) => Layout::PeftParamWrapper,
+        (Family::Peft, _) => Layout::PeftLinear,
+        _ => Layout::MlxLinear,
+    }
+}
+
+/// A module's one A and one B factor, read by their shapes.
+fn read_pair(
+    d: &mut Draft<'_>,
+    family: Family,
+    sa: &[u64],
+    sb: &[u64],
+    param_wrapper: bool,
+    dims: &mut Dims,
+) {
     let standard = matches!(family, Family::Mlx | Family::MlxVlmLegacy);
     match (sa.len(), sb.len()) {
-        (2, 2) => {
-            let (rank, i, o) = pair_2d(d, sa, sb, standard);
-            dims.rank = rank;
-            dims.in_dims = Some(i);
-            dims.out_dims = Some(o);
-            if param_wrapper {
-                // A (E*r, in), B (out, r*E): the expert count is not in the header.
-                dims.rank = None;
-                d.warn(
-                    Code::RankNeedsExpertCount,
-                    format!(
-                        "PEFT target_parameters factors {} and {} hold rank x experts = {}; the \
-                         rank is that divided by the base model's expert count",
-                        shape_str(sa),
-                        shape_str(sb),
-                        rank.map_or_else(|| "?".into(), |r| r.to_string())
-                    ),
-                );
-            }
-        }
-        (3, 3) if family == Family::Mlx => {
-            dims.kind = Kind::Switch;
-            if sa[0] == sb[0] {
-                dims.num_experts = Some(sa[0]);
-            } else {
-                d.error(
-                    Code::ExpertCountMismatch,
-                    format!(
-                        "lora_a {} has {} experts, lora_b {} has {}",
-                        shape_str(sa),
-                        sa[0],
-                        shape_str(sb),
-                        sb[0]
-                    ),
-                );
-            }
-            // (E, r, in) / (E, out, r): the PEFT orientation stacked per expert.
-            let (rank, i, o) = pair_2d(d, &sa[1..], &sb[1..], false);
-            dims.rank = rank;
-            dims.in_dims = Some(i);
-            dims.out_dims = Some(o);
-        }
-        (2, 3) if family == Family::Mlx => {
-            dims.kind = Kind::Switch;
-            let (e, o, r) = (sb[0], sb[1], sb[2]);
-            dims.num_experts = Some(e);
-            dims.out_dims = Some(o);
-            dims.in_dims = Some(sa[1]);
-            if e.checked_mul(r) == Some(sa[0]) {
-                dims.rank = Some(r);
-                dims.layout = Some(Layout::MlxSwitchLegacy);
-                d.warn(
-                    Code::LegacySwitchLayout,
-                    format!(
-                        "lora_a {} is the 2-D (experts*rank, in) layout of mlx-lm < 0.28.3; \
-                         current mlx-lm expects ({e}, {r}, {}) and rejects it unless reshaped",
-                        shape_str(sa),
-                        sa[1]
-                    ),
-                );
-            } else {
-                d.error(
-                    Code::RankMismatch,
-                    format!(
-                        "lora_a {} is not (experts*rank, in) for lora_b {}",
-                        shape_str(sa),
-                        shape_str(sb)
-                    ),
-                );
-            }
-        }
+        (2, 2) => read_2d(d, sa, sb, standard, param_wrapper, dims),
+        (3, 3) if family == Family::Mlx => read_stacked_switch(d, sa, sb, dims),
+        (2, 3) if family == Family::Mlx => read_legacy_switch(d, sa, sb, dims),
         _ => {
             d.error(
                 Code::BadFactorShape,
@@ -370,47 +353,115 @@ fn single(
             );
         }
     }
-    if family == Family::MlxLayer {
+}
+
+/// A 2-D pair; a PEFT `target_parameters` wrapper's rank is left to the config.
+fn read_2d(
+    d: &mut Draft<'_>,
+    sa: &[u64],
+    sb: &[u64],
+    standard: bool,
+    param_wrapper: bool,
+    dims: &mut Dims,
+) {
+    let got = pair_2d(d, sa, sb, standard);
+    dims.set_pair(got);
+    if param_wrapper {
+        // A (E*r, in), B (out, r*E): the expert count is not in the header.
+        dims.rank = None;
         d.warn(
-            Code::LayerWrappedFactors,
-            "factors are stored as `lora_a.weight`/`lora_b.weight` (layer-wrapped halves); \
-             mlx-lm's load_adapters rejects `.weight` leaves"
-                .into(),
+            Code::RankNeedsExpertCount,
+            format!(
+                "PEFT target_parameters factors {} and {} hold rank x experts = {}; the \
+                 rank is that divided by the base model's expert count",
+                shape_str(sa),
+                shape_str(sb),
+                got.0.map_or_else(|| "?".into(), |r| r.to_string())
+            ),
         );
     }
-    if let Some(&(_, mi)) = m.first() {
-        let sm = tensors[mi].shape;
-        if m.len() > 1 || sm.len() != 1 {
+}
+
+/// mlx-lm's switch pair, (E, r, in) / (E, out, r): the PEFT orientation stacked per expert.
+fn read_stacked_switch(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], dims: &mut Dims) {
+    dims.kind = Kind::Switch;
+    if sa[0] == sb[0] {
+        dims.num_experts = Some(sa[0]);
+    } else {
+        d.error(
+            Code::ExpertCountMismatch,
+            format!(
+                "lora_a {} has {} experts, lora_b {} has {}",
+                shape_str(sa),
+                sa[0],
+                shape_str(sb),
+                sb[0]
+            ),
+        );
+    }
+    dims.set_pair(pair_2d(d, &sa[1..], &sb[1..], false));
+}
+
+/// The switch pair of mlx-lm < 0.28.3: a 2-D (E*r, in) lora_a with an (E, out, r) lora_b.
+fn read_legacy_switch(d: &mut Draft<'_>, sa: &[u64], sb: &[u64], dims: &mut Dims) {
+    dims.kind = Kind::Switch;
+    let (e, o, r) = (sb[0], sb[1], sb[2]);
+    dims.num_experts = Some(e);
+    dims.out_dims = Some(o);
+    dims.in_dims = Some(sa[1]);
+    if e.checked_mul(r) == Some(sa[0]) {
+        dims.rank = Some(r);
+        dims.layout = Some(Layout::MlxSwitchLegacy);
+        d.warn(
+            Code::LegacySwitchLayout,
+            format!(
+                "lora_a {} is the 2-D (experts*rank, in) layout of mlx-lm < 0.28.3; \
+                 current mlx-lm expects ({e}, {r}, {}) and rejects it unless reshaped",
+                shape_str(sa),
+                sa[1]
+            ),
+        );
+    } else {
+        d.error(
+            Code::RankMismatch,
+            format!(
+                "lora_a {} is not (experts*rank, in) for lora_b {}",
+                shape_str(sa),
+                shape_str(sb)
+            ),
+        );
+    }
+}
+
+/// The DoRA magnitude (`count` of them, the first of shape `sm`) against the module's dims; a
+/// magnitude of in_dims entries on an mlx module makes it an embedding.
+fn read_magnitude(d: &mut Draft<'_>, family: Family, count: usize, sm: &[u64], dims: &mut Dims) {
+    if count > 1 || sm.len() != 1 {
+        d.error(
+            Code::BadFactorShape,
+            format!(
+                "the DoRA magnitude has shape {}, expected 1-D",
+                shape_str(sm)
+            ),
+        );
+    } else if dims.kind != Kind::Switch {
+        let n = sm[0];
+        if Some(n) == dims.out_dims {
+            // PEFT's embedding magnitude is (D,) = out; mlx DoRALinear's is (out,).
+        } else if Some(n) == dims.in_dims && family == Family::Mlx {
+            // mlx DoRAEmbedding: one norm per token row.
+            dims.kind = Kind::Embedding;
+        } else {
             d.error(
                 Code::BadFactorShape,
                 format!(
-                    "the DoRA magnitude has shape {}, expected 1-D",
-                    shape_str(sm)
+                    "the DoRA magnitude has {n} entries; the module has in_dims {} and out_dims {}",
+                    dims.in_dims.map_or_else(|| "?".into(), |x| x.to_string()),
+                    dims.out_dims.map_or_else(|| "?".into(), |x| x.to_string())
                 ),
             );
-        } else if dims.kind != Kind::Switch {
-            let n = sm[0];
-            if Some(n) == dims.out_dims {
-                // PEFT's embedding magnitude is (D,) = out; mlx DoRALinear's is (out,).
-            } else if Some(n) == dims.in_dims && family == Family::Mlx {
-                // mlx DoRAEmbedding: one norm per token row.
-                dims.kind = Kind::Embedding;
-            } else {
-                d.error(
-                    Code::BadFactorShape,
-                    format!(
-                        "the DoRA magnitude has {n} entries; the module has in_dims {} and out_dims {}",
-                        dims.in_dims.map_or_else(|| "?".into(), |x| x.to_string()),
-                        dims.out_dims.map_or_else(|| "?".into(), |x| x.to_string())
-                    ),
-                );
-            }
         }
     }
-    if dims.layout.is_none() {
-        dims.layout = Some(layout_for(dims.kind));
-    }
-    dims
 }
 
 fn fused(
@@ -419,14 +470,7 @@ fn fused(
     b: &[(Slot, usize)],
     tensors: &[TensorView<'_>],
 ) -> Dims {
-    let mut dims = Dims {
-        kind: Kind::Linear,
-        rank: None,
-        in_dims: None,
-        out_dims: None,
-        num_experts: None,
-        layout: Some(Layout::MlxFused),
-    };
+    let mut dims = Dims::new(Kind::Linear, Some(Layout::MlxFused));
     if unpaired(d, a, b, "") {
         return dims;
     }
@@ -484,14 +528,7 @@ fn per_expert(
     m: &[(Slot, usize)],
     tensors: &[TensorView<'_>],
 ) -> Dims {
-    let mut dims = Dims {
-        kind: Kind::Switch,
-        rank: None,
-        in_dims: None,
-        out_dims: None,
-        num_experts: None,
-        layout: Some(Layout::PeftPerExpert),
-    };
+    let mut dims = Dims::new(Kind::Switch, Some(Layout::PeftPerExpert));
     let experts = join_experts(a, b);
     if !m.is_empty() {
         d.error(
@@ -501,10 +538,27 @@ fn per_expert(
     }
     let count = experts.last().map_or(0, |x| x.0.saturating_add(1));
     dims.num_experts = Some(count);
+    report_missing_experts(d, &experts, count);
+    let Some(pairs) = ExpertPairs::read(d, &experts, tensors) else {
+        return dims;
+    };
+    pairs.report(d);
+    if let Some(got) = pairs.first {
+        dims.set_pair(got);
+    }
+    dims
+}
+
+/// The expert indices below `count` that have no factors at all.
+fn report_missing_experts(
+    d: &mut Draft<'_>,
+    experts: &[(u64, Option<usize>, Option<usize>)],
+    count: u64,
+) {
     // Gaps as ranges: an expert index can be any number, so they are never listed one by one.
     let mut missing: Vec<(u64, u64)> = Vec::new();
     let mut next = 0;
-    for &(e, _, _) in &experts {
+    for &(e, _, _) in experts {
         if e > next {
             missing.push((next, e - 1));
         }
@@ -520,64 +574,85 @@ fn per_expert(
             ),
         );
     }
-    let mut seen: Option<(Option<u64>, u64, u64)> = None;
-    let mut disagree = Vec::new();
-    let mut half = Vec::new();
-    for &(e, ia, ib) in &experts {
-        let (Some(ia), Some(ib)) = (ia, ib) else {
-            half.push(e);
-            continue;
+}
+
+/// The experts' pairs read against the first complete one.
+struct ExpertPairs {
+    /// The first complete pair's reading: (rank, in, out).
+    first: Option<(Option<u64>, u64, u64)>,
+    /// Experts whose pair reads otherwise.
+    disagree: Vec<u64>,
+    /// Experts with only one of A and B.
+    half: Vec<u64>,
+}
+
+impl ExpertPairs {
+    /// `None` (after an error) when a pair is not 2-D. Only the first pair's own problems are
+    /// reported; the others only count as agreeing or not.
+    fn read(
+        d: &mut Draft<'_>,
+        experts: &[(u64, Option<usize>, Option<usize>)],
+        tensors: &[TensorView<'_>],
+    ) -> Option<Self> {
+        let mut out = Self {
+            first: None,
+            disagree: Vec::new(),
+            half: Vec::new(),
         };
-        let (sa, sb) = (tensors[ia].shape, tensors[ib].shape);
-        if sa.len() != 2 || sb.len() != 2 {
+        for &(e, ia, ib) in experts {
+            let (Some(ia), Some(ib)) = (ia, ib) else {
+                out.half.push(e);
+                continue;
+            };
+            let (sa, sb) = (tensors[ia].shape, tensors[ib].shape);
+            if sa.len() != 2 || sb.len() != 2 {
+                d.error(
+                    Code::BadFactorShape,
+                    format!(
+                        "expert {e}: factors {} and {} are not 2-D",
+                        shape_str(sa),
+                        shape_str(sb)
+                    ),
+                );
+                return None;
+            }
+            let mut sub = Draft {
+                path: d.path,
+                problems: Vec::new(),
+            };
+            let got = pair_2d(&mut sub, sa, sb, false);
+            match &out.first {
+                None => {
+                    d.problems.extend(sub.problems);
+                    out.first = Some(got);
+                }
+                Some(first) if *first != got => out.disagree.push(e),
+                Some(_) => {}
+            }
+        }
+        Some(out)
+    }
+
+    fn report(&self, d: &mut Draft<'_>) {
+        if !self.half.is_empty() {
             d.error(
-                Code::BadFactorShape,
+                Code::UnpairedFactor,
                 format!(
-                    "expert {e}: factors {} and {} are not 2-D",
-                    shape_str(sa),
-                    shape_str(sb)
+                    "experts {} have only one of lora_A/lora_B",
+                    compress_ranges(&self.half)
                 ),
             );
-            return dims;
         }
-        let mut sub = Draft {
-            path: d.path,
-            problems: Vec::new(),
-        };
-        let got = pair_2d(&mut sub, sa, sb, false);
-        match &seen {
-            None => {
-                d.problems.extend(sub.problems);
-                seen = Some(got);
-            }
-            Some(first) if *first != got => disagree.push(e),
-            Some(_) => {}
+        if !self.disagree.is_empty() {
+            d.error(
+                Code::RankMismatch,
+                format!(
+                    "experts {} differ in rank or dims from the first expert",
+                    compress_ranges(&self.disagree)
+                ),
+            );
         }
     }
-    if !half.is_empty() {
-        d.error(
-            Code::UnpairedFactor,
-            format!(
-                "experts {} have only one of lora_A/lora_B",
-                compress_ranges(&half)
-            ),
-        );
-    }
-    if !disagree.is_empty() {
-        d.error(
-            Code::RankMismatch,
-            format!(
-                "experts {} differ in rank or dims from the first expert",
-                compress_ranges(&disagree)
-            ),
-        );
-    }
-    if let Some((r, i, o)) = seen {
-        dims.rank = r;
-        dims.in_dims = Some(i);
-        dims.out_dims = Some(o);
-    }
-    dims
 }
 
 /// The experts of a module's A and B factors (each sorted by slot, then tensor index), in expert

@@ -105,7 +105,42 @@ pub fn resolve(
     rank_for: &dyn Fn(&str) -> Option<u64>,
     problems: &mut Vec<Problem>,
 ) {
-    // Wrapped module -> [(depth, module index)].
+    let groups = wrapper_groups(modules);
+    if groups.is_empty() {
+        return;
+    }
+    let mut renamed: Vec<(usize, String)> = Vec::new();
+    for (base, mut members) in groups {
+        members.sort_unstable();
+        // Settled here, one way or the other.
+        drop_settled(problems, &members, modules);
+        let params = targeted_params(&base, target_parameters);
+        // A wrapper's depth names its parameter; one lost wrapper leaves the others readable.
+        if let Some(p) = unassignable(&base, &members, &params) {
+            problems.push(p);
+            continue;
+        }
+        // peft nests the first registered parameter innermost.
+        let mut resolved: Vec<Resolved<'_>> = Vec::new();
+        for &(depth, i) in &members {
+            let param = params[params.len() - 1 - depth];
+            let path = format!("{base}.{param}");
+            let Some(pair) = pair_shapes(&modules[i], tensors) else {
+                continue; // malformed pairs are reported by inference
+            };
+            if let Some(r) = read_wrapper(&mut modules[i], param, pair, &path, rank_for, problems) {
+                resolved.push(r);
+            }
+            renamed.push((i, path));
+        }
+        check_chain(&base, &resolved, problems);
+    }
+    rename(modules, renamed, problems);
+}
+
+/// The wrappers grouped by the module they wrap: (wrapped module, [(depth, module index)]), in
+/// the modules' order.
+fn wrapper_groups(modules: &[Module]) -> Vec<(String, Vec<(usize, usize)>)> {
     let mut groups: Vec<(String, Vec<(usize, usize)>)> = Vec::new();
     for (i, m) in modules.iter().enumerate() {
         if m.layout != Layout::PeftParamWrapper {
@@ -117,115 +152,143 @@ pub fn resolve(
             None => groups.push((base.to_string(), vec![(depth, i)])),
         }
     }
-    if groups.is_empty() {
-        return;
+    groups
+}
+
+/// Drop the `rank_needs_expert_count` problems of a group's wrappers (inference's, without the
+/// config).
+fn drop_settled(problems: &mut Vec<Problem>, members: &[(usize, usize)], modules: &[Module]) {
+    problems.retain(|p| {
+        p.code != Code::RankNeedsExpertCount
+            || !members
+                .iter()
+                .any(|&(_, i)| p.path.as_deref() == Some(&modules[i].path))
+    });
+}
+
+/// The error for a group whose depths (sorted) cannot name one targeted parameter each.
+fn unassignable(base: &str, members: &[(usize, usize)], params: &[&str]) -> Option<Problem> {
+    let k = params.len();
+    let depths_ok =
+        members.windows(2).all(|w| w[0].0 < w[1].0) && members.last().is_some_and(|(d, _)| *d < k);
+    if members.len() <= k && depths_ok {
+        return None;
     }
-    let mut renamed: Vec<(usize, String)> = Vec::new();
-    for (base, mut members) in groups {
-        members.sort_unstable();
-        // Settled here, one way or the other.
-        problems.retain(|p| {
-            p.code != Code::RankNeedsExpertCount
-                || !members
-                    .iter()
-                    .any(|&(_, i)| p.path.as_deref() == Some(&modules[i].path))
-        });
-        let params = targeted_params(&base, target_parameters);
-        // A wrapper's depth names its parameter; one lost wrapper leaves the others readable.
-        let k = params.len();
-        let depths_ok = members.windows(2).all(|w| w[0].0 < w[1].0)
-            && members.last().is_some_and(|(d, _)| *d < k);
-        if members.len() > k || !depths_ok {
-            problems.push(Problem::new(
-                Code::ParamWrapperUnresolved,
-                Severity::Error,
-                Some(&base),
-                format!(
-                    "{} target_parameters wrapper(s) saved at depths {:?}, but the config's \
-                     target_parameters select {} parameter(s) of this module ({}): the factors \
-                     cannot be assigned to parameters (peft nests one wrapper per parameter)",
-                    members.len(),
-                    members.iter().map(|m| m.0).collect::<Vec<_>>(),
-                    params.len(),
-                    params.join(", ")
-                ),
-            ));
-            continue;
+    Some(Problem::new(
+        Code::ParamWrapperUnresolved,
+        Severity::Error,
+        Some(base),
+        format!(
+            "{} target_parameters wrapper(s) saved at depths {:?}, but the config's \
+             target_parameters select {} parameter(s) of this module ({}): the factors \
+             cannot be assigned to parameters (peft nests one wrapper per parameter)",
+            members.len(),
+            members.iter().map(|m| m.0).collect::<Vec<_>>(),
+            params.len(),
+            params.join(", ")
+        ),
+    ))
+}
+
+/// A wrapper whose folded axis the config's rank divides.
+struct Resolved<'p> {
+    param: &'p str,
+    in_dims: u64,
+    out_dims: u64,
+    experts: u64,
+}
+
+/// Fill in a wrapper's kind and dims from its `(A, B)` shapes, and its rank and expert count from
+/// the config's rank for `path` when that divides the folded axis.
+fn read_wrapper<'p>(
+    m: &mut Module,
+    param: &'p str,
+    (sa, sb): (&[u64], &[u64]),
+    path: &str,
+    rank_for: &dyn Fn(&str) -> Option<u64>,
+    problems: &mut Vec<Problem>,
+) -> Option<Resolved<'p>> {
+    let folded = sa[0];
+    m.kind = Kind::Switch;
+    m.in_dims = Some(sa[1]);
+    m.out_dims = Some(sb[0]);
+    match rank_for(path) {
+        None => problems.push(Problem::new(
+            Code::RankNeedsExpertCount,
+            Severity::Warning,
+            Some(path),
+            format!(
+                "PEFT target_parameters factors {} and {} hold rank x experts = {folded}, \
+                 and the config gives no rank to divide it by",
+                shape_str(sa),
+                shape_str(sb)
+            ),
+        )),
+        Some(0) => {}
+        Some(r) if folded % r != 0 => problems.push(Problem::new(
+            Code::RankMismatch,
+            Severity::Error,
+            Some(path),
+            format!(
+                "factors {} and {} hold rank x experts = {folded}, which the config's rank \
+                 {r} does not divide",
+                shape_str(sa),
+                shape_str(sb)
+            ),
+        )),
+        Some(r) => {
+            m.rank = Some(r);
+            m.num_experts = Some(folded / r);
+            return Some(Resolved {
+                param,
+                in_dims: sa[1],
+                out_dims: sb[0],
+                experts: folded / r,
+            });
         }
-        // peft nests the first registered parameter innermost.
-        let mut resolved: Vec<(&str, u64, u64, u64)> = Vec::new(); // (param, in, out, experts)
-        for &(depth, i) in &members {
-            let param = params[k - 1 - depth];
-            let path = format!("{base}.{param}");
-            let Some((sa, sb)) = pair_shapes(&modules[i], tensors) else {
-                continue; // malformed pairs are reported by inference
-            };
-            let folded = sa[0];
-            let m = &mut modules[i];
-            m.kind = Kind::Switch;
-            m.in_dims = Some(sa[1]);
-            m.out_dims = Some(sb[0]);
-            match rank_for(&path) {
-                None => problems.push(Problem::new(
-                    Code::RankNeedsExpertCount,
-                    Severity::Warning,
-                    Some(&path),
-                    format!(
-                        "PEFT target_parameters factors {} and {} hold rank x experts = {folded}, \
-                         and the config gives no rank to divide it by",
-                        shape_str(sa),
-                        shape_str(sb)
-                    ),
-                )),
-                Some(0) => {}
-                Some(r) if folded % r != 0 => problems.push(Problem::new(
-                    Code::RankMismatch,
-                    Severity::Error,
-                    Some(&path),
-                    format!(
-                        "factors {} and {} hold rank x experts = {folded}, which the config's rank \
-                         {r} does not divide",
-                        shape_str(sa),
-                        shape_str(sb)
-                    ),
-                )),
-                Some(r) => {
-                    m.rank = Some(r);
-                    m.num_experts = Some(folded / r);
-                    resolved.push((param, sa[1], sb[0], folded / r));
-                }
-            }
-            renamed.push((i, path));
-        }
-        let find = |p: &str| resolved.iter().find(|x| x.0 == p);
-        if let (Some(gu), Some(down)) = (find("gate_up_proj"), find("down_proj")) {
-            if gu.2 != 2 * down.1 || down.2 != gu.1 || gu.3 != down.3 {
-                problems.push(Problem::new(
-                    Code::FusedShapesDisagree,
-                    Severity::Error,
-                    Some(&base),
-                    format!(
-                        "gate_up_proj ({} experts, {} > {}) and down_proj ({} experts, {} > {}) do \
-                         not chain: gate_up_proj's output must be twice down_proj's input and \
-                         down_proj's output gate_up_proj's input (factors saved under the wrong \
-                         wrapper, or the wrong base)",
-                        gu.3, gu.1, gu.2, down.3, down.1, down.2
-                    ),
-                ));
-            }
-        }
-        if let Some(gu) = find("gate_up_proj").filter(|gu| gu.2 % 2 != 0) {
+    }
+    None
+}
+
+/// gate_up_proj and down_proj of one module must chain, and gate_up_proj's output must split into
+/// gate and up halves.
+fn check_chain(base: &str, resolved: &[Resolved<'_>], problems: &mut Vec<Problem>) {
+    let find = |p: &str| resolved.iter().find(|x| x.param == p);
+    if let (Some(gu), Some(down)) = (find("gate_up_proj"), find("down_proj")) {
+        if gu.out_dims != 2 * down.in_dims
+            || down.out_dims != gu.in_dims
+            || gu.experts != down.experts
+        {
             problems.push(Problem::new(
                 Code::FusedShapesDisagree,
                 Severity::Error,
-                Some(&format!("{base}.gate_up_proj")),
+                Some(base),
                 format!(
-                    "gate_up_proj's output width {} is odd: it cannot hold gate and up halves",
-                    gu.2
+                    "gate_up_proj ({} experts, {} > {}) and down_proj ({} experts, {} > {}) do \
+                     not chain: gate_up_proj's output must be twice down_proj's input and \
+                     down_proj's output gate_up_proj's input (factors saved under the wrong \
+                     wrapper, or the wrong base)",
+                    gu.experts, gu.in_dims, gu.out_dims, down.experts, down.in_dims, down.out_dims
                 ),
             ));
         }
     }
+    if let Some(gu) = find("gate_up_proj").filter(|gu| gu.out_dims % 2 != 0) {
+        problems.push(Problem::new(
+            Code::FusedShapesDisagree,
+            Severity::Error,
+            Some(&format!("{base}.gate_up_proj")),
+            format!(
+                "gate_up_proj's output width {} is odd: it cannot hold gate and up halves",
+                gu.out_dims
+            ),
+        ));
+    }
+}
+
+/// Give each resolved wrapper its parameter's path (a clash with a per-expert module is an
+/// error), and restore the natural order.
+fn rename(modules: &mut Vec<Module>, renamed: Vec<(usize, String)>, problems: &mut Vec<Problem>) {
     for (i, path) in renamed {
         if modules.iter().any(|m| m.path == path) {
             problems.push(Problem::new(

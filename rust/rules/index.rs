@@ -19,11 +19,25 @@ pub(crate) fn check_index(
 ) -> Result<()> {
     // headers[i] is the file of index.shards[i].
     // Fastest, for what writers produce: the index lists each shard's names in the file's order.
-    if lists_in_file_order(index, headers) {
+    if lists_in_file_order(index, headers) || lists_each_shard_exactly(index, headers) {
         return consistent_index(index_path, index, headers, problems);
     }
-    // Fast path, in parallel per shard: the index lists for shard i exactly the names shard i holds
-    // (names are unique within a file and within the index, so equal counts + inclusion suffice).
+    index.check_unique(index_path)?;
+    let stored = Stored::read(headers);
+    let issues = stored.issues(index);
+    if !issues.is_empty() {
+        return Err(ScanError::ShardMismatch {
+            path: index_path.to_path_buf(),
+            issues,
+        });
+    }
+    check_total_size(index, headers, problems);
+    Ok(())
+}
+
+/// Fast path, in parallel per shard: the index lists for shard i exactly the names shard i holds
+/// (names are unique within a file and within the index, so equal counts + inclusion suffice).
+fn lists_each_shard_exactly(index: &ShardIndex, headers: &[Header]) -> bool {
     let mut listed_in: Vec<Vec<&str>> = vec![Vec::new(); headers.len()];
     for (key, shard) in index.entries() {
         if let Some(v) = listed_in.get_mut(shard as usize) {
@@ -32,7 +46,7 @@ pub(crate) fn check_index(
     }
     let pairs: Vec<(&Header, &Vec<&str>)> = headers.iter().zip(&listed_in).collect();
     let parallel = index.len() >= crate::par::MIN_PARALLEL;
-    let consistent = listed_in.len() == headers.len()
+    listed_in.len() == headers.len()
         && crate::par::map(&pairs, parallel, |&(h, keys)| {
             keys.len() == h.tensors.len()
                 && (
@@ -45,70 +59,88 @@ pub(crate) fn check_index(
                 )
         })
         .into_iter()
-        .all(|ok| ok);
-    drop(pairs);
-    drop(listed_in);
-    if consistent {
-        return consistent_index(index_path, index, headers, problems);
-    }
-    index.check_unique(index_path)?;
-    let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
-    let mut stored: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
-    stored.reserve(total);
-    let mut twice: Vec<(&str, u32, u32)> = Vec::new();
-    for (i, h) in headers.iter().enumerate() {
-        for t in h.iter() {
-            if let Some(&first) = stored.get(t.name) {
-                twice.push((t.name, first, i as u32));
-            } else {
-                stored.insert(t.name, i as u32);
-            }
-        }
-    }
-    let name_of = |i: u32| index.shards[i as usize].clone();
-    let mut issues = Vec::new();
-    let mut found = 0usize;
-    for (key, shard) in index.entries() {
-        let shard = &shard;
-        match stored.get(key) {
-            None => issues.push(ShardKeyIssue {
-                key: key.to_string(),
-                reason: format!(
-                    "listed in the index under `{}`, but no shard holds it",
-                    name_of(*shard)
-                ),
-            }),
-            Some(&loc) => {
-                found += 1;
-                let elsewhere =
-                    loc != *shard && !twice.iter().any(|(k, _, at)| *k == key && at == shard);
-                if elsewhere {
-                    issues.push(ShardKeyIssue {
-                        key: key.to_string(),
-                        reason: format!(
-                            "listed in the index under `{}`, but stored in `{}`",
-                            name_of(*shard),
-                            name_of(loc)
-                        ),
-                    });
+        .all(|ok| ok)
+}
+
+/// Where the shards store each name (the first shard that holds it), and the names stored again
+/// in a later shard: (name, first shard, later shard).
+struct Stored<'h> {
+    at: foldhash::HashMap<&'h str, u32>,
+    twice: Vec<(&'h str, u32, u32)>,
+}
+
+impl<'h> Stored<'h> {
+    fn read(headers: &'h [Header]) -> Self {
+        let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
+        let mut at: foldhash::HashMap<&str, u32> = foldhash::HashMap::default();
+        at.reserve(total);
+        let mut twice: Vec<(&str, u32, u32)> = Vec::new();
+        for (i, h) in headers.iter().enumerate() {
+            for t in h.iter() {
+                if let Some(&first) = at.get(t.name) {
+                    twice.push((t.name, first, i as u32));
+                } else {
+                    at.insert(t.name, i as u32);
                 }
             }
         }
+        Self { at, twice }
     }
-    for (key, first, again) in &twice {
-        issues.push(ShardKeyIssue {
-            key: (*key).to_string(),
-            reason: format!(
-                "stored in two shards: `{}` and `{}`",
-                name_of(*first),
-                name_of(*again)
-            ),
-        });
+
+    /// Every disagreement between the index and the shards: keys listed but stored nowhere or
+    /// elsewhere, keys stored in two shards, keys stored but not listed.
+    fn issues(&self, index: &ShardIndex) -> Vec<ShardKeyIssue> {
+        let name_of = |i: u32| index.shards[i as usize].clone();
+        let mut issues = Vec::new();
+        let mut found = 0usize;
+        for (key, shard) in index.entries() {
+            let shard = &shard;
+            match self.at.get(key) {
+                None => issues.push(ShardKeyIssue {
+                    key: key.to_string(),
+                    reason: format!(
+                        "listed in the index under `{}`, but no shard holds it",
+                        name_of(*shard)
+                    ),
+                }),
+                Some(&loc) => {
+                    found += 1;
+                    let elsewhere = loc != *shard
+                        && !self.twice.iter().any(|(k, _, at)| *k == key && at == shard);
+                    if elsewhere {
+                        issues.push(ShardKeyIssue {
+                            key: key.to_string(),
+                            reason: format!(
+                                "listed in the index under `{}`, but stored in `{}`",
+                                name_of(*shard),
+                                name_of(loc)
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+        for (key, first, again) in &self.twice {
+            issues.push(ShardKeyIssue {
+                key: (*key).to_string(),
+                reason: format!(
+                    "stored in two shards: `{}` and `{}`",
+                    name_of(*first),
+                    name_of(*again)
+                ),
+            });
+        }
+        if found != self.at.len() {
+            self.unlisted(index, &mut issues);
+        }
+        issues
     }
-    if found != stored.len() {
-        // Some stored keys are not in the index: find them (the slow path, only on error).
+
+    /// The stored keys the index does not list (the slow path, only on error), in natural order.
+    fn unlisted(&self, index: &ShardIndex, issues: &mut Vec<ShardKeyIssue>) {
         let listed: foldhash::HashSet<&str> = index.entries().map(|(k, _)| k).collect();
-        let mut extra: Vec<(&str, u32)> = stored
+        let mut extra: Vec<(&str, u32)> = self
+            .at
             .iter()
             .filter(|(k, _)| !listed.contains(*k))
             .map(|(k, v)| (*k, *v))
@@ -117,18 +149,13 @@ pub(crate) fn check_index(
         for (key, loc) in extra {
             issues.push(ShardKeyIssue {
                 key: key.to_string(),
-                reason: format!("stored in `{}` but not listed in the index", name_of(loc)),
+                reason: format!(
+                    "stored in `{}` but not listed in the index",
+                    index.shards[loc as usize]
+                ),
             });
         }
     }
-    if !issues.is_empty() {
-        return Err(ScanError::ShardMismatch {
-            path: index_path.to_path_buf(),
-            issues,
-        });
-    }
-    check_total_size(index, headers, problems);
-    Ok(())
 }
 
 /// The rest of [`check_index`] once each shard's list in the index is its file's names (unique

@@ -14,6 +14,22 @@ use crate::problem::Code;
 use crate::rules::{check_rank, Ctx};
 
 pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
+    warn_schema(c, cx);
+    if modules.is_empty() {
+        return;
+    }
+    let vlm = c.schema == Schema::MlxVlmLegacy;
+    if !vlm {
+        check_required_fields(c, cx);
+    }
+    check_values(c, cx);
+    check_module_ranks(c, modules, cx);
+    check_keys(c, modules, vlm, cx);
+    check_num_layers(c, modules, cx);
+}
+
+/// Schemas that current mlx-lm cannot load as they are, or whose meaning is ambiguous.
+fn warn_schema(c: &AdapterConfig, cx: &mut Ctx<'_>) {
     match c.schema {
         Schema::MlxLegacy => cx.warn(
             Code::LegacyConfig,
@@ -32,55 +48,58 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
         ),
         _ => {}
     }
-    if modules.is_empty() {
-        return;
+}
+
+/// The fields mlx-lm's `load_adapters` reads without a default.
+fn check_required_fields(c: &AdapterConfig, cx: &mut Ctx<'_>) {
+    if !c.has_lora_parameters {
+        cx.error(
+            Code::ConfigFieldMissing,
+            None,
+            "no `lora_parameters`: mlx-lm's load_adapters fails with AttributeError".into(),
+        );
     }
-    let vlm = c.schema == Schema::MlxVlmLegacy;
-    if !vlm {
-        if !c.has_lora_parameters {
+    if c.num_layers.is_none() {
+        cx.error(
+            Code::ConfigFieldMissing,
+            None,
+            "no `num_layers`: mlx-lm's load_adapters fails with AttributeError".into(),
+        );
+    }
+    if c.has_lora_parameters && c.rank.is_none() {
+        cx.error(
+            Code::ConfigFieldMissing,
+            None,
+            "no `lora_parameters.rank`: mlx-lm's load_adapters fails with KeyError".into(),
+        );
+    }
+    if c.has_lora_parameters && c.dropout.is_none() {
+        cx.error(
+            Code::ConfigFieldMissing,
+            None,
+            "no `lora_parameters.dropout`: mlx-lm's load_adapters fails with KeyError".into(),
+        );
+    }
+    if c.scale.is_none() {
+        if c.alpha.is_some() {
             cx.error(
-                Code::ConfigFieldMissing,
+                Code::ConfigAlphaInsteadOfScale,
                 None,
-                "no `lora_parameters`: mlx-lm's load_adapters fails with AttributeError".into(),
+                "the config gives `alpha` but no `scale`: mlx-lm applies `scale` directly (scale = alpha / rank in PEFT terms) and refuses a config without it".into(),
             );
-        }
-        if c.num_layers.is_none() {
+        } else if c.has_lora_parameters || c.top_scale.is_none() {
             cx.error(
-                Code::ConfigFieldMissing,
+                Code::ConfigScaleMissing,
                 None,
-                "no `num_layers`: mlx-lm's load_adapters fails with AttributeError".into(),
+                "no `lora_parameters.scale`: the adapter's strength is unknown".into(),
             );
-        }
-        if c.has_lora_parameters && c.rank.is_none() {
-            cx.error(
-                Code::ConfigFieldMissing,
-                None,
-                "no `lora_parameters.rank`: mlx-lm's load_adapters fails with KeyError".into(),
-            );
-        }
-        if c.has_lora_parameters && c.dropout.is_none() {
-            cx.error(
-                Code::ConfigFieldMissing,
-                None,
-                "no `lora_parameters.dropout`: mlx-lm's load_adapters fails with KeyError".into(),
-            );
-        }
-        if c.scale.is_none() {
-            if c.alpha.is_some() {
-                cx.error(
-                    Code::ConfigAlphaInsteadOfScale,
-                    None,
-                    "the config gives `alpha` but no `scale`: mlx-lm applies `scale` directly (scale = alpha / rank in PEFT terms) and refuses a config without it".into(),
-                );
-            } else if c.has_lora_parameters || c.top_scale.is_none() {
-                cx.error(
-                    Code::ConfigScaleMissing,
-                    None,
-                    "no `lora_parameters.scale`: the adapter's strength is unknown".into(),
-                );
-            }
         }
     }
+}
+
+/// Rank, scale and dropout: the top-level mirrors agree with `lora_parameters`, and the values
+/// are valid.
+fn check_values(c: &AdapterConfig, cx: &mut Ctx<'_>) {
     if let (Some(a), Some(b)) = (c.rank, c.top_rank) {
         if a != b {
             cx.error(
@@ -115,8 +134,10 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             "rank 0 in the config".into(),
         );
     }
+}
 
-    // Ranks: per-module entries win, then the global rank.
+/// Each module's rank against the config's: per-module entries win, then the global rank.
+fn check_module_ranks(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
     let per_module: HashMap<&str, u64> = c
         .module_ranks
         .iter()
@@ -130,8 +151,15 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             check_rank(cx, m, r, "the config");
         }
     }
+}
 
-    // Which modules the config says are adapted.
+/// The modules the config says are adapted: `lora_parameters.keys`, else Unsloth's paths.
+fn listed_modules(c: &AdapterConfig) -> Option<&[String]> {
+    c.keys.as_deref().or(c.module_paths.as_deref())
+}
+
+/// Which modules the config says are adapted, against the modules the adapter saves.
+fn check_keys(c: &AdapterConfig, modules: &[Module], vlm: bool, cx: &mut Ctx<'_>) {
     if let (Some(keys), Some(paths)) = (&c.keys, &c.module_paths) {
         let a: HashSet<&String> = keys.iter().collect();
         let b: HashSet<&String> = paths.iter().collect();
@@ -143,9 +171,8 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
             );
         }
     }
-    let listed = c.keys.as_ref().or(c.module_paths.as_ref());
-    match listed {
-        Some(keys) if keys.is_empty() => cx.error(
+    match listed_modules(c) {
+        Some([]) => cx.error(
             Code::ConfigKeysEmpty,
             None,
             format!("the config lists no modules (`keys: []`) but the adapter holds {} LoRA modules; it cannot be reloaded", modules.len()),
@@ -186,10 +213,12 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
         }
         None => {}
     }
+}
 
-    // num_layers: relative keys and default keys only reach the last N blocks.
-    let full_paths =
-        listed.is_some_and(|keys| keys.iter().all(|k| modules.iter().any(|m| m.path == *k)));
+/// num_layers: relative keys and default keys only reach the last N blocks.
+fn check_num_layers(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
+    let full_paths = listed_modules(c)
+        .is_some_and(|keys| keys.iter().all(|k| modules.iter().any(|m| m.path == *k)));
     if let (Some(n), false) = (c.num_layers, full_paths) {
         let layers: HashSet<u64> = modules
             .iter()

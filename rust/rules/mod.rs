@@ -12,7 +12,7 @@
 
 use crate::config::{AdapterConfig, Schema};
 use crate::error::Result;
-use crate::infer::{Family, Kind, Module, Variant};
+use crate::infer::{Family, Module};
 use crate::naming::files::CONFIG_NAME;
 use crate::problem::{Code, Problem, Severity};
 
@@ -23,6 +23,7 @@ mod peft_config;
 mod tensors;
 
 pub use format::Format;
+use format::{decide_format, FineTune};
 use mlx_config::check_mlx_config;
 use peft_config::check_peft_config;
 use tensors::check_non_adapter;
@@ -52,83 +53,9 @@ pub(crate) fn judge(
     problems: &mut Vec<Problem>,
 ) -> Result<(Format, Option<&'static str>)> {
     let mut cx = Ctx { problems };
-    let has_peft = families.iter().any(|f| f.is_peft());
-    let has_mlx = families.iter().any(|f| !f.is_peft());
     let schema = config.map_or(Schema::Unknown, |c| c.schema);
-    let format = match (has_peft, has_mlx) {
-        (true, true) => {
-            cx.error(
-                Code::MixedFormats,
-                None,
-                "the adapter mixes PEFT names (lora_A/lora_B) with mlx names (lora_a/lora_b)"
-                    .into(),
-            );
-            Format::Unknown
-        }
-        (true, false) => Format::Peft,
-        (false, true) => Format::Mlx,
-        (false, false) => match schema {
-            Schema::Peft => Format::Peft,
-            Schema::Mlx | Schema::MlxLegacy | Schema::MlxVlmLegacy => Format::Mlx,
-            Schema::Unknown => Format::Unknown,
-        },
-    };
-    if (schema == Schema::Peft && has_mlx && !has_peft)
-        || (matches!(schema, Schema::Mlx | Schema::MlxLegacy) && has_peft && !has_mlx)
-    {
-        cx.error(
-            Code::MixedFormats,
-            None,
-            format!(
-                "the config follows the {} schema but the tensors use {} names",
-                schema.name(),
-                if has_peft { "PEFT" } else { "mlx" }
-            ),
-        );
-    }
-
-    let any_dora = modules.iter().any(|m| m.variant == Variant::Dora);
-    let inferred = if !modules.is_empty() {
-        Some(if any_dora { "dora" } else { "lora" })
-    } else if !non_adapter.is_empty() {
-        Some("full")
-    } else {
-        None
-    };
-    let declared_raw: Option<String> = config.and_then(|c| match c.schema {
-        Schema::Mlx => c.fine_tune_type.clone(),
-        Schema::MlxLegacy | Schema::Peft => c
-            .use_dora
-            .map(|d| if d { "dora" } else { "lora" }.into())
-            .or_else(|| (c.schema == Schema::Peft).then(|| "lora".to_string())),
-        Schema::MlxVlmLegacy => Some("lora".into()),
-        Schema::Unknown => c.fine_tune_type.clone(),
-    });
-    let declared: Option<&'static str> = match declared_raw.as_deref() {
-        Some("lora") => Some("lora"),
-        Some("dora") => Some("dora"),
-        Some("full") => Some("full"),
-        Some(other) => {
-            cx.warn(
-                Code::FineTuneTypeUnknown,
-                None,
-                format!("fine_tune_type `{other}` is not lora, dora or full; mlx-lm silently treats it as lora"),
-            );
-            None
-        }
-        None => None,
-    };
-    // What a loader will do: the declared type, or mlx-lm's default of lora for its schema.
-    let effective = declared.or(match schema {
-        Schema::Mlx | Schema::MlxLegacy | Schema::MlxVlmLegacy | Schema::Peft
-            if config.is_some() =>
-        {
-            Some("lora")
-        }
-        _ => inferred,
-    });
-    let fine_tune_type = declared.or(inferred);
-
+    let format = decide_format(schema, families, &mut cx);
+    let fine_tune = FineTune::decide(config, modules, non_adapter, &mut cx);
     if config.is_none() && config_expected {
         cx.warn(
             Code::ConfigMissing,
@@ -136,46 +63,31 @@ pub(crate) fn judge(
             format!("no {CONFIG_NAME}: the scale is unknown and mlx-lm's load_adapters cannot load the adapter"),
         );
     }
-    match effective {
-        Some("full") if !modules.is_empty() => cx.error(
-            Code::FineTuneTypeMismatch,
-            None,
-            format!("fine_tune_type is full but the adapter holds {} LoRA modules", modules.len()),
-        ),
-        Some("lora" | "dora") if modules.is_empty() && !non_adapter.is_empty() => cx.error(
-            Code::FineTuneTypeMismatch,
-            None,
-            format!(
-                "the config declares {} but the adapter holds no LoRA factors, only {} other tensors",
-                effective.unwrap_or(""),
-                non_adapter.len()
-            ),
-        ),
-        _ => {}
-    }
-    if effective == Some("dora") {
-        for m in modules
-            .iter()
-            .filter(|m| m.variant == Variant::Lora && m.kind != Kind::Switch)
-        {
-            cx.error(
-                Code::DoraMagnitudeMissing,
-                Some(&m.path),
-                "fine_tune_type is dora but the module has no magnitude `m`; a loader would use the base norm silently".into(),
-            );
-        }
-    } else if effective == Some("lora") {
-        for m in modules.iter().filter(|m| m.variant == Variant::Dora) {
-            cx.error(
-                Code::DoraMagnitudeUnexpected,
-                Some(&m.path),
-                "the module has a DoRA magnitude but the config declares lora".into(),
-            );
+    fine_tune.check_tensors(modules, non_adapter, &mut cx);
+    fine_tune.check_magnitudes(modules, &mut cx);
+    check_non_adapter(config, modules, non_adapter, fine_tune.effective, &mut cx);
+    check_dtypes(modules, &mut cx);
+    if let Some(c) = config {
+        if fine_tune.effective != Some("full") {
+            check_config(c, modules, &mut cx)?;
         }
     }
+    Ok((format, fine_tune.reported))
+}
 
-    check_non_adapter(config, modules, non_adapter, effective, &mut cx);
+/// The config against the modules, by the rules of its schema.
+fn check_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) -> Result<()> {
+    match c.schema {
+        Schema::Mlx | Schema::MlxLegacy | Schema::MlxVlmLegacy | Schema::Unknown => {
+            check_mlx_config(c, modules, cx);
+        }
+        Schema::Peft => check_peft_config(c, modules, cx)?,
+    }
+    Ok(())
+}
 
+/// Modules of different dtypes.
+fn check_dtypes(modules: &[Module], cx: &mut Ctx<'_>) {
     let mut dtypes: Vec<&str> = modules.iter().map(|m| m.dtype).collect();
     dtypes.sort_unstable();
     dtypes.dedup();
@@ -186,18 +98,6 @@ pub(crate) fn judge(
             format!("modules have different dtypes: {}", dtypes.join(", ")),
         );
     }
-
-    if let Some(c) = config {
-        if effective != Some("full") {
-            match c.schema {
-                Schema::Mlx | Schema::MlxLegacy | Schema::MlxVlmLegacy | Schema::Unknown => {
-                    check_mlx_config(c, modules, &mut cx);
-                }
-                Schema::Peft => check_peft_config(c, modules, &mut cx)?,
-            }
-        }
-    }
-    Ok((format, fine_tune_type))
 }
 
 pub(crate) fn check_rank(cx: &mut Ctx<'_>, m: &Module, expected: u64, source: &str) {
