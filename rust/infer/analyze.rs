@@ -1,7 +1,7 @@
 //! One module's factors read into its kind, layout, rank, dims and experts, with every
 //! disagreement between them reported.
 //!
-//! May use: `naming`, `problem`, `infer` (its records).
+//! May use: `naming`, `read::dtype`, `problem`, `infer` (its records).
 
 use crate::infer::module::Module;
 use crate::infer::{InferOptions, Kind, TensorView, Variant};

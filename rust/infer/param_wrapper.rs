@@ -255,7 +255,8 @@ fn read_wrapper<'p>(
 fn check_chain(base: &str, resolved: &[Resolved<'_>], problems: &mut Vec<Problem>) {
     let find = |p: &str| resolved.iter().find(|x| x.param == p);
     if let (Some(gu), Some(down)) = (find("gate_up_proj"), find("down_proj")) {
-        if gu.out_dims != 2 * down.in_dims
+        // A header may give a dim near 2^64 (a tensor with no elements): no overflow here.
+        if Some(gu.out_dims) != down.in_dims.checked_mul(2)
             || down.out_dims != gu.in_dims
             || gu.experts != down.experts
         {
@@ -446,5 +447,24 @@ mod tests {
         }
         let (_, problems) = run(&spec, BOTH, Some(4));
         assert_eq!(codes(&problems), vec!["fused_shapes_disagree"]);
+    }
+
+    #[test]
+    fn dims_near_the_top_of_u64_do_not_overflow_the_chain_check() {
+        // A header may describe an empty tensor with a huge dim; down_proj's input then doubles
+        // past u64 (a panic in a debug build before). gate_up's output cannot match it.
+        let huge = 1u64 << 63;
+        let (_, problems) = run(
+            &[
+                (format!("{P}.base_layer.lora_A.weight"), vec![0, 64]),
+                (format!("{P}.base_layer.lora_B.weight"), vec![96, 0]),
+                (format!("{P}.lora_A.weight"), vec![0, huge]),
+                (format!("{P}.lora_B.weight"), vec![64, 0]),
+            ],
+            BOTH,
+            Some(4),
+        );
+        let codes: Vec<&str> = problems.iter().map(|p| p.code.name()).collect();
+        assert!(!codes.is_empty(), "{codes:?}");
     }
 }

@@ -8,7 +8,7 @@
 //! - [`peft_config`]: PEFT configs against the modules.
 //! - [`index`]: a shard index against the headers of its shards.
 //!
-//! May use: `naming`, `read`, `config`, `infer`, `problem`, `par`.
+//! May use: `error`, `naming`, `read`, `config`, `infer`, `problem`, `par`.
 
 use crate::config::{AdapterConfig, Schema};
 use crate::error::Result;
