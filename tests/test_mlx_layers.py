@@ -37,3 +37,13 @@ def test_each_module_says_what_lives_there_and_what_it_may_use() -> None:
         doc = ast.get_docstring(ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8")))
         assert doc, name
         assert "May use:" in doc, name
+
+
+def test_every_module_of_the_package_says_what_it_may_use() -> None:
+    root = PACKAGE.parent
+    silent = [
+        str(p.relative_to(root))
+        for p in sorted(root.rglob("*.py"))
+        if "May use:" not in (ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))) or "")
+    ]
+    assert not silent, f"no docstring with `May use:`: {silent}"

@@ -2,6 +2,8 @@
 
 The scanner reads only safetensors headers (never tensor bytes) and needs no MLX; the
 ``adapterscan.mlx`` module (``pip install "adapterscan[mlx]"``) works with live MLX models.
+
+May use: the package's own modules (the public names are re-exported from them); never MLX.
 """
 
 from __future__ import annotations

@@ -1,3 +1,8 @@
+"""``python -m adapterscan``: the command line.
+
+May use: ``cli``.
+"""
+
 import sys
 
 from .cli import main

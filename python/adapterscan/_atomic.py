@@ -6,6 +6,8 @@ exchanged in one step (``renameat2(RENAME_EXCHANGE)`` on Linux, ``renamex_np(REN
 macOS). A process killed at any point leaves the target holding either the old complete set or the
 new complete set; a leftover staging folder sits beside it (never inside, so no scan mistakes it
 for a shard) and is removed by the next save.
+
+May use: the standard library only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Will this adapter fit this model? Answered from headers and configs only."""
+"""Will this adapter fit this model? Answered from headers and configs only.
+
+May use: ``_core`` and ``_scan``.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Everything that writes an adapter config (``adapterscan.mlx`` saving and both co
 ``repair``) serialises it with :func:`config_writer`, picks its common rank/scale/dropout with
 :func:`most_common` and reads nested config objects with :func:`as_mapping`. Standard library
 only: no MLX and no other adapterscan module, so that every module may import it.
+
+May use: the standard library only.
 """
 
 from __future__ import annotations

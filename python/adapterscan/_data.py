@@ -1,4 +1,7 @@
-"""The opt-in pass over tensor data: NaN/Inf, all-zero B factors, per-module norms."""
+"""The opt-in pass over tensor data: NaN/Inf, all-zero B factors, per-module norms.
+
+May use: ``_core`` and ``_scan``.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Each adapter is produced the way ``mlx_lm.lora`` trains one: the model is frozen
 ``linear_to_lora_layers``, its ``trainable_parameters()`` are written with
 ``mx.save_safetensors`` and the run's arguments with ``save_config``. Only the training loop is
 left out; ``lora_b`` gets random values so the adapters are not zero.
+
+May use: MLX and mlx-lm (imported when the demo runs), ``adapterscan.mlx``, ``_scan``, ``_render``.
 """
 
 from __future__ import annotations

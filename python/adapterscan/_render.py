@@ -1,4 +1,7 @@
-"""Human-readable output of the command line (rich tables), kept out of the JSON path."""
+"""Human-readable output of the command line (rich tables), kept out of the JSON path.
+
+May use: rich, ``_core``, ``_scan``, ``_check``, ``_data``.
+"""
 
 from __future__ import annotations
 

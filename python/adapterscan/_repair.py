@@ -1,4 +1,7 @@
-"""Rewrite an adapter's config from what its tensors prove (no MLX needed)."""
+"""Rewrite an adapter's config from what its tensors prove (no MLX needed).
+
+May use: ``_core``, ``_scan``, ``_check``, ``_config_io``, ``_atomic``, ``errors``.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The typed Python view of a scan."""
+"""The typed Python view of a scan.
+
+May use: ``_core`` only.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Exit codes: 0 when the adapter could be read (``inspect``) or fits (``check``), 1 when ``check``
 finds it incompatible, 2 when the input cannot be read or the command line is wrong.
 Data goes to standard output, diagnostics to standard error.
+
+May use: every module of the package; ``adapterscan.mlx`` only inside the commands that need MLX.
 """
 
 from __future__ import annotations

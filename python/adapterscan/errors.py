@@ -1,4 +1,7 @@
-"""Errors raised by the Python layer (the native ones live in ``adapterscan._core``)."""
+"""Errors raised by the Python layer (the native ones live in ``adapterscan._core``).
+
+May use: ``_core`` (and ``_check``'s report type, for type checking only).
+"""
 
 from __future__ import annotations
 

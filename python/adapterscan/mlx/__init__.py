@@ -11,6 +11,8 @@ This file is the public API only. The modules behind it, each importing only mod
 before it: ``_live`` (walking a live model), ``_save`` (saving), ``_spec`` (specs read from a
 scan), ``_peft`` (PEFT's layout as mlx modules), ``_load`` (``load_adapters``) and ``_convert``
 (``convert_to_mlx``, ``convert_to_peft``).
+
+May use: MLX, mlx-lm and the package's modules; its own modules are imported in their order.
 """
 
 from __future__ import annotations

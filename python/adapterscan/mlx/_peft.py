@@ -1,7 +1,7 @@
 """Hugging Face PEFT adapters read as mlx-lm modules.
 
-Lives here: peft's key prefix and first-match rule for ``alpha_pattern``, ``_peft_specs`` (a PEFT
-adapter's modules at mlx-lm's paths, with stacked experts and each module's alpha/r scale),
+Lives here: ``_peft_specs`` (a PEFT adapter's modules at mlx-lm's paths, with stacked experts and
+each module's scale as the core reads the config),
 the mapping of transformers 5's fused expert parameters (``gate_up_proj``, ``down_proj``) onto
 mlx's ``switch_mlp`` and the records ``convert_to_peft`` leaves in the file's metadata
 (``_fused_records``), and ``_peft_pairs`` (saved PEFT tensors as mlx-lm's factors).
