@@ -30,3 +30,15 @@ def test_every_layout_is_documented_and_no_other() -> None:
     paragraph = README[start : README.index("\n\n", start)]
     documented = re.findall(r"`((?:mlx|peft)_[a-z_]+)`", paragraph)
     assert documented == _core.layouts()
+
+
+def _literal(name: str) -> list[str]:
+    stub = (Path(_core.__file__).parent / "_core.pyi").read_text(encoding="utf-8")
+    body = stub[stub.index(f"{name}: TypeAlias = Literal[") :]
+    body = body[: body.index("]")]
+    return re.findall(r'"([a-z_0-9]+)"', body)
+
+
+def test_the_stub_types_codes_and_layouts_as_the_core_names_them() -> None:
+    assert _literal("_Code") == [name for name, _, _ in _core.problem_codes()]
+    assert _literal("_Layout") == _core.layouts()

@@ -22,6 +22,61 @@ _Severity: TypeAlias = Literal["error", "warning"]
 _Format: TypeAlias = Literal["mlx", "peft", "unknown"]
 _FineTuneType: TypeAlias = Literal["lora", "dora", "full"]
 _Leaf: TypeAlias = Literal["a", "b", "m"]
+_Code: TypeAlias = Literal[
+    "unpaired_factor",
+    "rank_mismatch",
+    "orientation_flipped",
+    "expert_count_mismatch",
+    "missing_experts",
+    "bad_factor_shape",
+    "degenerate_rank",
+    "dora_on_switch",
+    "mixed_formats",
+    "mixed_dtypes",
+    "legacy_switch_layout",
+    "layer_wrapped_factors",
+    "rank_needs_expert_count",
+    "param_wrapper_unresolved",
+    "fused_shapes_disagree",
+    "duplicate_module",
+    "non_adapter_tensor",
+    "peft_base_layer_saved",
+    "peft_modules_to_save",
+    "peft_trainable_tokens",
+    "no_adapter_tensors",
+    "full_tensor_missing",
+    "config_missing",
+    "config_unrecognised",
+    "legacy_config",
+    "config_field_missing",
+    "config_scale_missing",
+    "config_alpha_instead_of_scale",
+    "config_value_invalid",
+    "config_rank_conflict",
+    "config_rank_mismatch",
+    "config_keys_empty",
+    "config_key_unsaved",
+    "module_not_in_keys",
+    "config_keys_missing",
+    "config_paths_conflict",
+    "config_num_layers_mismatch",
+    "fine_tune_type_mismatch",
+    "fine_tune_type_unknown",
+    "dora_magnitude_missing",
+    "dora_magnitude_unexpected",
+    "module_not_targeted",
+    "module_outside_layers",
+    "target_unmatched",
+    "unreferenced_shard",
+    "index_total_size_mismatch",
+    "prefix_mismatch",
+    "base_quantization_unknown",
+    "base_experts_inconsistent",
+    "base_experts_implausible",
+    "not_checked",
+    "non_finite_values",
+    "lora_b_all_zero",
+]
 
 __all__ = [
     "PEFT_PREFIX",
@@ -153,7 +208,7 @@ class Problem:
     """One finding."""
 
     @property
-    def code(self) -> str: ...
+    def code(self) -> _Code: ...
     @property
     def severity(self) -> _Severity: ...
     @property
