@@ -17,7 +17,7 @@ use crate::error::{Result, ScanError};
 use crate::infer::Kind;
 use crate::naming::experts::{stacked_path, RecentExperts};
 use crate::naming::natural::sort_natural;
-use crate::naming::paths::{layer_split, looks_like_embedding};
+use crate::naming::paths::{layer_split, looks_like_embedding, never_wrapped};
 use crate::problem::{Code, Problem, Severity};
 use crate::read::dtype::unpacked_width;
 use crate::read::header::Header;
@@ -134,6 +134,8 @@ pub(crate) struct PendingBase<'l> {
     index: Option<PathBuf>,
     files: Vec<PathBuf>,
     quant: Option<Quantization>,
+    /// `model_type` of `config.json`.
+    model_type: Option<String>,
     limits: &'l Limits,
 }
 
@@ -151,6 +153,10 @@ impl<'l> PendingBase<'l> {
             Value::Null
         };
         let quant = read_quantization(&config_path, &config)?;
+        let model_type = config
+            .get("model_type")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let mut indexes = Vec::new();
         let mut files = Vec::new();
         for entry in std::fs::read_dir(folder).map_err(|e| ScanError::io(folder, e))? {
@@ -183,6 +189,7 @@ impl<'l> PendingBase<'l> {
             index,
             files,
             quant,
+            model_type,
             limits,
         })
     }
@@ -205,7 +212,21 @@ impl<'l> PendingBase<'l> {
             check_index(index_path, index, &reads.headers, &mut problems)?;
         }
         let headers = reads.headers;
-        let mut expected = build_targets(&headers, self.quant.as_ref(), &mut problems);
+        problems.push(Problem::new(
+            Code::BaseStructureFromHeaders,
+            Severity::Warning,
+            None,
+            "the base's modules were read from its safetensors headers, not built with mlx-lm's \
+             classes (MLX is not installed, or mlx-lm cannot build this model from config.json): a \
+             weight mlx-lm never wraps may be taken for a module it wraps"
+                .into(),
+        ));
+        let mut expected = build_targets(
+            &headers,
+            self.quant.as_ref(),
+            self.model_type.as_deref(),
+            &mut problems,
+        );
         expected.source = self.folder.to_string_lossy().into_owned();
         expected.problems = problems;
         // Moved, not copied: most checks never look at them.
@@ -304,12 +325,13 @@ fn stack_experts<'a>(
 fn build_targets(
     headers: &[Header],
     quant: Option<&Quantization>,
+    model_type: Option<&str>,
     problems: &mut Vec<Problem>,
 ) -> Expected {
     let total: usize = headers.iter().map(|h| h.tensors.len()).sum();
     let parallel = headers.len() > 1 && total >= crate::par::MIN_PARALLEL;
     let scales = quantized_paths(headers, parallel);
-    let widths = Widths { quant };
+    let widths = Widths { quant, model_type };
     // Each file's weights on their own (in parallel for big bases), then merged in file order.
     let parts = crate::par::map(headers, parallel, |h| read_part(h, &scales, &widths));
     let mut merged = Merged::default();
@@ -357,9 +379,11 @@ fn quantized_paths(headers: &[Header], parallel: bool) -> foldhash::HashSet<&str
     .collect()
 }
 
-/// True widths of weights: a quantized weight's last axis unpacked with its bits.
+/// What the base's config says of its weights: true widths (a quantized weight's last axis
+/// unpacked with its bits) and the model type (for the weights mlx-lm never wraps).
 struct Widths<'q> {
     quant: Option<&'q Quantization>,
+    model_type: Option<&'q str>,
 }
 
 impl Widths<'_> {
@@ -409,6 +433,9 @@ fn read_part<'h>(
         let Some(path) = t.name.strip_suffix(".weight") else {
             continue;
         };
+        if never_wrapped(widths.model_type, path) {
+            continue;
+        }
         let shape = t.info.shape.as_slice();
         let quantized = !scales.is_empty() && scales.contains(path);
         if shape.len() == 2 {
@@ -615,7 +642,7 @@ mod tests {
             overrides: HashMap::from([("model.layers.0.mlp.gate".to_string(), Some(8))]),
         };
         let mut problems = Vec::new();
-        let e = build_targets(&[h], Some(&q), &mut problems);
+        let e = build_targets(&[h], Some(&q), None, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let by: HashMap<_, _> = e.targets.iter().map(|t| (t.path.as_str(), t)).collect();
         assert_eq!(
@@ -638,7 +665,7 @@ mod tests {
         assert_eq!(e.targets.len(), 5);
         let mut problems = Vec::new();
         let h = header(&[("a.weight", "U32", &[4, 4]), ("a.scales", "F16", &[4, 1])]);
-        let e = build_targets(&[h], None, &mut problems);
+        let e = build_targets(&[h], None, None, &mut problems);
         assert_eq!(e.targets[0].in_dims, None);
         assert_eq!(problems[0].code, "base_quantization_unknown");
     }
@@ -659,7 +686,12 @@ mod tests {
             ..Quantization::default()
         };
         let mut problems = Vec::new();
-        let e = build_targets(&[weights.clone(), scales.clone()], Some(&q), &mut problems);
+        let e = build_targets(
+            &[weights.clone(), scales.clone()],
+            Some(&q),
+            None,
+            &mut problems,
+        );
         assert!(problems.is_empty(), "{problems:?}");
         let t = &e.targets[0];
         assert_eq!(t.path, "m.switch_mlp.up_proj");
@@ -669,7 +701,7 @@ mod tests {
         );
         // Without bits: the stacked module's width is unknown, and its lowest expert is named.
         let mut problems = Vec::new();
-        let e = build_targets(&[scales, weights], None, &mut problems);
+        let e = build_targets(&[scales, weights], None, None, &mut problems);
         assert_eq!(e.targets[0].in_dims, None);
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].code, "base_quantization_unknown");
@@ -696,7 +728,7 @@ mod tests {
             .map(|(n, s)| (n.as_str(), "BF16", &s[..]))
             .collect();
         let mut problems = Vec::new();
-        let e = build_targets(&[header(&spec)], None, &mut problems);
+        let e = build_targets(&[header(&spec)], None, None, &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         let got: Vec<(&str, Option<u64>, Option<u64>)> = e
             .targets
@@ -740,5 +772,46 @@ mod tests {
             ..Expected::default()
         };
         assert_eq!(e.layers(), Some(("model.layers", 12)));
+    }
+
+    #[test]
+    fn read_from_headers_the_weights_mlx_lm_never_wraps_are_no_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("model.safetensors"),
+            tensors_file(&[
+                ("model.layers.0.mlp.gate.weight", "F32", &[4, 64]),
+                ("model.layers.0.mlp.gate_proj.weight", "F32", &[96, 64]),
+                (
+                    "model.layers.0.linear_attn.conv1d.weight",
+                    "F32",
+                    &[128, 4, 1],
+                ),
+                (
+                    "model.layers.0.self_attn.embed_q.weight",
+                    "F32",
+                    &[4, 16, 8],
+                ),
+            ]),
+        )
+        .unwrap();
+        let paths = |model_type: &str| {
+            std::fs::write(
+                d.join("config.json"),
+                format!(r#"{{"model_type":"{model_type}"}}"#),
+            )
+            .unwrap();
+            let e = read_base(d, &Limits::default()).unwrap();
+            assert_eq!(e.problems[0].code, Code::BaseStructureFromHeaders);
+            e.targets.into_iter().map(|t| t.path).collect::<Vec<_>>()
+        };
+        // deepseek_v3's router is a MoEGate; the convolution and MLA's MultiLinear never are.
+        assert_eq!(paths("deepseek_v3"), vec!["model.layers.0.mlp.gate_proj"]);
+        // Qwen3-MoE's router is an nn.Linear.
+        assert_eq!(
+            paths("qwen3_moe"),
+            vec!["model.layers.0.mlp.gate", "model.layers.0.mlp.gate_proj"]
+        );
     }
 }

@@ -132,6 +132,26 @@ fn finish_scan(
         }
         None => None,
     };
+    if !sources.model_files.is_empty() {
+        let names: Vec<String> = sources
+            .model_files
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+            })
+            .collect();
+        problems.push(Problem::new(
+            Code::ModelInAdapterFolder,
+            Severity::Warning,
+            None,
+            format!(
+                "a model checkpoint is in the adapter folder ({}): the adapter's own files were \
+                 read, the model's were not (mlx-lm-lora writes its fused model there by default)",
+                names.join(", ")
+            ),
+        ));
+    }
     for other in &sources.others {
         problems.push(Problem::new(
             Code::UnreferencedShard,
@@ -414,5 +434,44 @@ mod tests {
         let s = scan(d, &ScanOptions::default()).unwrap();
         assert!(s.files[0].path.ends_with("adapters.safetensors"));
         assert!(codes(&s).contains(&"config_missing"));
+    }
+
+    #[test]
+    fn a_model_checkpoint_beside_the_adapter_is_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A fused model as mlx-lm's save_model writes it: weights and an index naming them.
+        write_st(
+            d,
+            "model.safetensors",
+            &[("model.layers.0.q.weight", "F32", &[16, 16])],
+        );
+        std::fs::write(
+            d.join("model.safetensors.index.json"),
+            r#"{"metadata":{"total_size":1024},"weight_map":{"model.layers.0.q.weight":"model.safetensors"}}"#,
+        )
+        .unwrap();
+        // Alone, the model is what the folder holds (a base folder scans as before).
+        let s = scan(d, &ScanOptions::default()).unwrap();
+        assert!(s.index_path.is_some() && s.modules.is_empty());
+        assert!(!codes(&s).contains(&"model_in_adapter_folder"));
+        // With the adapter's own weights beside it, the adapter is read and the model reported.
+        write_st(d, "adapters.safetensors", PAIR);
+        let s = scan(d, &ScanOptions::default()).unwrap();
+        assert_eq!(s.files.len(), 1);
+        assert!(s.files[0].path.ends_with("adapters.safetensors"));
+        assert!(s.index_path.is_none());
+        assert_eq!(s.modules.len(), 2);
+        let c = codes(&s);
+        assert!(c.contains(&"model_in_adapter_folder"), "{c:?}");
+        assert!(!c.contains(&"unreferenced_shard") && !c.contains(&"non_adapter_tensor"));
+        let p = s
+            .problems
+            .iter()
+            .find(|p| p.code == Code::ModelInAdapterFolder)
+            .unwrap();
+        assert!(p
+            .message
+            .contains("model.safetensors, model.safetensors.index.json"));
     }
 }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "python" / "adapterscan" / "mlx"
 # The order the package's docstring gives; _spec needs neither _live nor _save.
-ORDER = ["_live", "_save", "_spec", "_peft", "_load", "_convert"]
+ORDER = ["_live", "_skeleton", "_save", "_spec", "_peft", "_load", "_convert"]
 
 
 def _siblings(path: Path) -> set[str]:

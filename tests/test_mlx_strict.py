@@ -255,3 +255,25 @@ def test_killed_saves_leave_old_or_new_never_a_mix(tmp_path: Path) -> None:
     assert kills == 24
     assert mid_write >= 3, "the kills should land inside writes too"
     assert len(seen_versions) > 1
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_a_model_checkpoint_is_not_loaded_as_an_adapter(tmp_path: Path, strict: bool) -> None:
+    """A base model folder (mlx-lm's save_model + config.json) holds no LoRA factor: loading it
+    would overwrite every weight. It is refused, and the model is left as it was."""
+    from mlx.utils import tree_flatten, tree_map
+    from mlx_lm.utils import save_config, save_model
+
+    from adapterscan.mlx import load_adapters
+
+    other = build_model(LLAMA)
+    other.update(tree_map(lambda x: x + 1, other.parameters()))
+    save_model(tmp_path / "base", other)
+    save_config(dict(LLAMA), tmp_path / "base" / "config.json")
+    model = build_model(LLAMA)
+    before = dict(tree_flatten(model.parameters()))
+    with pytest.raises(adapterscan.AdapterMismatchError, match="fine_tune_type: full"):
+        load_adapters(model, tmp_path / "base", strict=strict)
+    after = dict(tree_flatten(model.parameters()))
+    assert after.keys() == before.keys()
+    assert all(after[k] is before[k] for k in before)

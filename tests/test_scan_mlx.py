@@ -237,3 +237,29 @@ def test_json_contract(tmp_path: Path) -> None:
     assert d["tensor_count"] == sum(len(m["keys"]) for m in d["modules"])
     size = (folder / "adapters.safetensors").stat().st_size
     assert d["total_bytes"] == size - 8 - d["files"][0]["header_bytes"]
+
+
+def test_fused_model_in_the_adapter_folder_is_set_aside(tmp_path: Path) -> None:
+    """mlx-lm-lora fuses by default and writes the fused model (mlx-lm's save_model: weights,
+    index, config.json) into the adapter folder: the adapter is still what is read and loaded."""
+    import mlx.core as mx
+    from mlx_lm.utils import save_config, save_model
+
+    from adapterscan.mlx import load_adapters
+
+    model, folder = produce(tmp_path, LLAMA, num_layers=2)
+    fused = build_model(LLAMA)
+    save_model(folder, fused)
+    save_config(dict(LLAMA), folder / "config.json")
+    assert (folder / "model.safetensors.index.json").exists()
+    s = adapterscan.scan(folder)
+    assert table(s) == expected_modules(model)
+    assert [p.code for p in s.problems if p.code == "model_in_adapter_folder"] == [
+        "model_in_adapter_folder"
+    ]
+    assert not s.errors, s.errors
+    fresh = build_model(LLAMA)
+    load_adapters(fresh, folder)
+    tokens = mx.array([[1, 2, 3, 4]])
+    model.eval()
+    assert mx.allclose(fresh(tokens), model(tokens), atol=1e-5).item()

@@ -8,7 +8,7 @@ May use: the package's own modules (the public names are re-exported from them);
 
 from __future__ import annotations
 
-from ._check import Report, ShapeMismatch, check, read_base
+from ._check import Report, ShapeMismatch, base_structure, check, read_base
 from ._core import (
     AdapterFileError,
     AdapterScanError,
@@ -96,6 +96,7 @@ __all__ = [
     "TooManyTensorsError",
     "UnknownDtypeError",
     "__version__",
+    "base_structure",
     "check",
     "dtypes",
     "read_base",

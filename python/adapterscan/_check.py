@@ -9,7 +9,7 @@ import collections
 import os
 
 from . import _core
-from ._core import ExpectedModules, Problem
+from ._core import AdapterScanError, ExpectedModules, Problem
 from ._scan import Scan, scan
 
 TYPE_CHECKING = False
@@ -112,6 +112,54 @@ def read_base(
     return _core.read_base(path, symlinks=symlinks)
 
 
+def _can_build() -> bool:
+    """Whether mlx and mlx-lm are installed (without importing them)."""
+    import importlib.util
+
+    return bool(importlib.util.find_spec("mlx") and importlib.util.find_spec("mlx_lm"))
+
+
+def _built(base: str | os.PathLike[str], structure: str) -> ExpectedModules | None:
+    """The base's table from mlx-lm's classes, or None when ``"auto"`` cannot build it."""
+    if not _can_build():
+        if structure == "model":
+            raise AdapterScanError(
+                "building the base with mlx-lm's classes needs mlx and mlx-lm: "
+                'pip install "adapterscan[mlx]"'
+            )
+        return None
+    from .mlx._skeleton import SkeletonUnavailable, base_expected
+
+    try:
+        return base_expected(base)
+    except SkeletonUnavailable as e:
+        if structure == "model":
+            raise AdapterScanError(f"mlx-lm cannot build the base model: {e}") from e
+        return None
+
+
+def base_structure(
+    base: str | os.PathLike[str],
+    structure: Literal["auto", "model", "headers"] = "auto",
+    *,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> ExpectedModules:
+    """The modules a base model folder offers, the way mlx-lm would build the model.
+
+    With ``structure="auto"`` (the default), mlx-lm's own classes build the model from
+    ``config.json`` (quantized as the config and headers say; no weight is read) and the model
+    is walked as a live one is, so weights mlx-lm never wraps are not expected; without MLX, or
+    for a model type mlx-lm does not implement, the headers are read instead
+    (:func:`read_base`, which says so with a ``base_structure_from_headers`` warning).
+    ``"model"`` insists on mlx-lm's classes, ``"headers"`` reads the headers only.
+
+    Raises:
+        AdapterScanError: The base cannot be read (``"model"``: mlx-lm cannot build it).
+    """
+    expected = _built(base, structure) if structure != "headers" else None
+    return expected if expected is not None else read_base(base, symlinks=symlinks)
+
+
 def check(
     adapter: str | os.PathLike[str] | Scan,
     base: str | os.PathLike[str] | ExpectedModules,
@@ -119,6 +167,7 @@ def check(
     config: str | os.PathLike[str] | None = None,
     read_config: bool = True,
     symlinks: Literal["follow", "inside", "refuse"] = "follow",
+    structure: Literal["auto", "model", "headers"] = "auto",
 ) -> Report:
     """Check that an adapter fits a model, reading headers and configs only.
 
@@ -129,6 +178,9 @@ def check(
         config: An ``adapter_config.json`` to use instead of the one beside the weights.
         read_config: Set False to ignore any adapter config.
         symlinks: As in :func:`adapterscan.scan`.
+        structure: How a base folder's modules are known (see :func:`base_structure`):
+            mlx-lm's own classes when MLX is installed (``"auto"``), only them (``"model"``),
+            or the safetensors headers (``"headers"``).
 
     Returns:
         The report: ``missing``, ``unexpected`` and ``shape_mismatch`` in full, and the problems.
@@ -136,6 +188,15 @@ def check(
     Raises:
         AdapterScanError: When the adapter or the base cannot be read.
     """
+    if not isinstance(base, ExpectedModules) and structure != "headers" and _can_build():
+        # The adapter's own errors come first, as when both sides are read together.
+        if not isinstance(adapter, Scan):
+            adapter = scan(adapter, config=config, read_config=read_config, symlinks=symlinks)
+        built = _built(base, structure)
+        if built is not None:
+            base = built
+    elif structure == "model" and not isinstance(base, ExpectedModules):
+        _built(base, structure)  # raises: MLX is not installed
     if not isinstance(adapter, Scan) and not isinstance(base, ExpectedModules):
         # Both from disk: the core reads them at the same time.
         core_scan, expected, result = _core.check_paths(

@@ -135,10 +135,11 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=_Help,
         help="will this adapter fit this base model? (headers only)",
         description=(
-            "Compare an adapter's tensors with the modules of a base model folder (config.json "
-            "and safetensors headers; mlx-lm or Hugging Face layout, quantized or not), reading "
-            "no tensor data. Exit 0 when the adapter fits, 1 when it does not, 2 when an input "
-            "cannot be read."
+            "Compare an adapter's tensors with the modules of a base model folder, reading no "
+            "tensor data: with MLX installed, mlx-lm's own classes build the model from its "
+            "config.json (quantized as it says) and decide what it would wrap; otherwise its "
+            "safetensors headers are read (mlx-lm or Hugging Face layout, quantized or not). "
+            "Exit 0 when the adapter fits, 1 when it does not, 2 when an input cannot be read."
         ),
     )
     chk.add_argument("adapter", help="adapter folder, .safetensors file, or shard index")
@@ -146,6 +147,15 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     chk.add_argument("--json", action="store_true", help="print the documented JSON object")
     chk.add_argument("--config", metavar="FILE", help="use this adapter_config.json")
     chk.add_argument("--all", action="store_true", help="list everything, unsummarised")
+    chk.add_argument(
+        "--structure",
+        choices=["auto", "model", "headers"],
+        default="auto",
+        metavar="HOW",
+        help="how the base's modules are known: auto (mlx-lm's own classes built from "
+        "config.json when MLX is installed, else the safetensors headers), model (only "
+        "mlx-lm's classes) or headers (only the headers)",
+    )
 
 
 def _add_repair(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -271,7 +281,7 @@ def _verify(result: Any, *, quiet: bool) -> Any:
 def _check(args: argparse.Namespace) -> int:
     from ._check import check
 
-    report = check(args.adapter, args.base, config=args.config)
+    report = check(args.adapter, args.base, config=args.config, structure=args.structure)
     if args.json:
         sys.stdout.write(report.to_json(pretty=True) + "\n")
     else:

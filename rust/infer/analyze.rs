@@ -126,10 +126,15 @@ pub(crate) fn analyze(
         if r == 0 {
             d.error(Code::DegenerateRank, "the rank is 0".into());
         } else if let (Some(i), Some(o)) = (dims.in_dims, dims.out_dims) {
-            if r > i.min(o) {
+            // A rank above one side is what mlx-lm itself makes of every router it wraps (rank 8
+            // on a 64 -> 4 gate): only a rank above both sides is more than a dense update.
+            if r > i.max(o) {
                 d.warn(
                     Code::DegenerateRank,
-                    format!("rank {r} exceeds min(in_dims, out_dims) = {}", i.min(o)),
+                    format!(
+                        "rank {r} exceeds both in_dims {i} and out_dims {o}: the factors hold more \
+                         than a dense update of the weight"
+                    ),
                 );
             }
         }

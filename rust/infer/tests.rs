@@ -299,6 +299,31 @@ fn unpaired_and_rank_mismatch() {
 }
 
 #[test]
+fn a_rank_above_one_side_is_a_router_not_a_degenerate_rank() {
+    // mlx-lm wraps a 64 -> 4 router with rank 8 by default: above out_dims, below in_dims.
+    let router = run(&[
+        ("m.mlp.gate.lora_a", "F32", &[64, 8]),
+        ("m.mlp.gate.lora_b", "F32", &[8, 4]),
+    ]);
+    assert_eq!(codes(&router), Vec::<&str>::new());
+    let above_both = run(&[
+        ("m.mlp.gate.lora_a", "F32", &[64, 80]),
+        ("m.mlp.gate.lora_b", "F32", &[80, 4]),
+    ]);
+    assert_eq!(codes(&above_both), vec!["degenerate_rank"]);
+    assert_eq!(
+        above_both.problems[0].severity,
+        crate::problem::Severity::Warning
+    );
+    let zero = run(&[
+        ("m.q.lora_a", "F32", &[64, 0]),
+        ("m.q.lora_b", "F32", &[0, 4]),
+    ]);
+    assert_eq!(codes(&zero), vec!["degenerate_rank"]);
+    assert_eq!(zero.problems[0].severity, crate::problem::Severity::Error);
+}
+
+#[test]
 fn layer_wrapped_fused_and_vlm_legacy() {
     let inf = run(&[
         ("a.lora_a.weight", "F32", &[4, 64]),

@@ -23,3 +23,44 @@ pub(crate) fn is_checkpoint(name: &str) -> bool {
         !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) && rest == "adapters.safetensors"
     })
 }
+
+/// A model checkpoint's file as mlx-lm and transformers name them (`model.safetensors`,
+/// `model-00001-of-00002.safetensors`, `model.safetensors.index.json`).
+pub fn is_model_file(name: &str) -> bool {
+    name == "model.safetensors"
+        || name == "model.safetensors.index.json"
+        || (name.starts_with("model-") && name.ends_with(".safetensors"))
+}
+
+/// An adapter's own weights or shard index, by the names producers give them.
+pub fn is_adapter_file(name: &str) -> bool {
+    WEIGHT_NAMES
+        .iter()
+        .any(|w| name == *w || name.strip_suffix(".index.json") == Some(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_and_adapter_files() {
+        for name in [
+            "model.safetensors",
+            "model-00001-of-00002.safetensors",
+            "model.safetensors.index.json",
+        ] {
+            assert!(is_model_file(name) && !is_adapter_file(name), "{name}");
+        }
+        for name in [
+            "adapters.safetensors",
+            "adapter_model.safetensors",
+            "adapter_model.safetensors.index.json",
+        ] {
+            assert!(is_adapter_file(name) && !is_model_file(name), "{name}");
+        }
+        assert!(
+            !is_model_file("model_extra.bin") && !is_adapter_file("0000100_adapters.safetensors")
+        );
+    }
+}

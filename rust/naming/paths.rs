@@ -72,9 +72,61 @@ pub(crate) fn looks_like_embedding(path: &str) -> bool {
     EMBEDDING_NAMES.contains(&last)
 }
 
+/// Model types whose MoE router is mlx-lm's `MoEGate` (a module holding a plain `weight`), which
+/// mlx-lm never wraps (joyai_llm_flash and kimi_k2 are deepseek_v3 to mlx-lm).
+const MOE_GATE_MODELS: &[&str] = &[
+    "deepseek",
+    "deepseek_v2",
+    "deepseek_v3",
+    "deepseek_v32",
+    "exaone_moe",
+    "glm4_moe",
+    "glm4_moe_lite",
+    "joyai_llm_flash",
+    "kimi_k2",
+    "laguna",
+    "mimo_v2_flash",
+    "muse_spark",
+    "nemotron_h",
+];
+
+/// Weights mlx-lm never wraps although their headers look like a Linear's or a SwitchLinear's:
+/// convolutions (`conv1d`, `(C, K, 1)`), MLA's `MultiLinear` (`embed_q`, `unembed_out`) and the
+/// `MoEGate` routers of `model_type`. Only a base read from its headers needs this; a base built
+/// with mlx-lm's classes knows it.
+pub fn never_wrapped(model_type: Option<&str>, path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    matches!(last, "conv1d" | "embed_q" | "unembed_out")
+        || (last == "gate" && model_type.is_some_and(|t| MOE_GATE_MODELS.contains(&t)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_mlx_lm_never_wraps() {
+        assert!(never_wrapped(None, "model.layers.0.linear_attn.conv1d"));
+        assert!(never_wrapped(
+            Some("llama"),
+            "model.layers.0.self_attn.embed_q"
+        ));
+        assert!(never_wrapped(
+            Some("deepseek_v3"),
+            "model.layers.3.mlp.gate"
+        ));
+        assert!(never_wrapped(
+            Some("nemotron_h"),
+            "backbone.layers.1.mixer.gate"
+        ));
+        // Qwen3-MoE's router is an nn.Linear: wrapped.
+        assert!(!never_wrapped(Some("qwen3_moe"), "model.layers.0.mlp.gate"));
+        assert!(!never_wrapped(None, "model.layers.0.mlp.gate"));
+        assert!(!never_wrapped(
+            Some("deepseek_v3"),
+            "model.layers.0.mlp.gate_proj"
+        ));
+    }
 
     #[test]
     fn layer_split_borrows_both_sides() {

@@ -144,9 +144,13 @@ codes! {
         "a `.safetensors` in the folder the index does not name";
     IndexTotalSizeMismatch = "index_total_size_mismatch", Warning,
         "`metadata.total_size` differs from the shards' data";
+    ModelInAdapterFolder = "model_in_adapter_folder", Warning,
+        "a model checkpoint beside the adapter (mlx-lm-lora's fused model): set aside, not read";
     // `check`: the adapter against a base.
     PrefixMismatch = "prefix_mismatch", Error,
         "the adapter's paths fit the model once a prefix is stripped or added";
+    BaseStructureFromHeaders = "base_structure_from_headers", Warning,
+        "the base was read from its headers, not built with mlx-lm's classes (no MLX, or mlx-lm cannot build it)";
     BaseQuantizationUnknown = "base_quantization_unknown", Error,
         "a packed base weight whose bits the base config does not give";
     BaseExpertsInconsistent = "base_experts_inconsistent", Warning,

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, ScanError};
-use crate::naming::files::{is_checkpoint, is_hidden_or_temp, CONFIG_NAME, WEIGHT_NAMES};
+use crate::naming::files::{
+    is_adapter_file, is_checkpoint, is_hidden_or_temp, is_model_file, CONFIG_NAME, WEIGHT_NAMES,
+};
 use crate::read::header::Header;
 use crate::read::index::ShardIndex;
 use crate::read::open::{Limits, SymlinkPolicy};
@@ -45,6 +47,8 @@ pub(crate) struct Sources {
     pub(crate) config: Option<PathBuf>,
     /// Files in the folder that look like shards but were not chosen.
     pub(crate) others: Vec<PathBuf>,
+    /// A model checkpoint found beside the adapter's own files, set aside.
+    pub(crate) model_files: Vec<PathBuf>,
 }
 
 pub(crate) fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
@@ -71,6 +75,7 @@ pub(crate) fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
             candidates: Vec::new(),
             config: None,
             others: Vec::new(),
+            model_files: Vec::new(),
             folder,
         }
     };
@@ -85,6 +90,35 @@ pub(crate) fn resolve(path: &Path, opts: &ScanOptions) -> Result<Sources> {
         }
     };
     Ok(sources)
+}
+
+/// A model checkpoint written beside an adapter (mlx-lm-lora fuses its model into the adapter
+/// folder by default): when the adapter's own weights or index are in the folder, the model's
+/// files are set aside (and reported), never read as the adapter.
+fn set_aside_model(
+    folder: &Path,
+    indexes: &mut Vec<String>,
+    weights: &mut Vec<String>,
+) -> Vec<PathBuf> {
+    if !indexes
+        .iter()
+        .chain(weights.iter())
+        .any(|n| is_adapter_file(n))
+    {
+        return Vec::new();
+    }
+    let mut aside = Vec::new();
+    for list in [indexes, weights] {
+        list.retain(|n| {
+            let model = is_model_file(n);
+            if model {
+                aside.push(folder.join(n));
+            }
+            !model
+        });
+    }
+    aside.sort();
+    aside
 }
 
 fn resolve_folder(folder: &Path) -> Result<Sources> {
@@ -107,6 +141,7 @@ fn resolve_folder(folder: &Path) -> Result<Sources> {
     }
     indexes.sort();
     weights.sort();
+    let model_files = set_aside_model(folder, &mut indexes, &mut weights);
     let index_name = match indexes.len() {
         0 => None,
         1 => Some(indexes[0].clone()),
@@ -137,6 +172,7 @@ fn resolve_folder(folder: &Path) -> Result<Sources> {
             folder: folder.to_path_buf(),
             config: None,
             others: Vec::new(),
+            model_files,
         });
     }
     let chosen = WEIGHT_NAMES
@@ -176,6 +212,7 @@ fn resolve_folder(folder: &Path) -> Result<Sources> {
         folder: folder.to_path_buf(),
         config: None,
         others: Vec::new(),
+        model_files,
     })
 }
 

@@ -64,7 +64,7 @@ def _row(path: str, m: Any) -> tuple[str, str, int | None, int | None, int | Non
     return None
 
 
-def expected_modules(model: nn.Module) -> ExpectedModules:
+def expected_modules(model: nn.Module, *, source: str = "live model") -> ExpectedModules:
     """The table of modules a live model offers to adapters.
 
     Linear, switch (stacked experts) and embedding layers, quantized or not, with their true
@@ -74,6 +74,7 @@ def expected_modules(model: nn.Module) -> ExpectedModules:
 
     Args:
         model: Any ``mlx.nn.Module``.
+        source: What the table says it was made from.
 
     Returns:
         The table, to hand to :func:`adapterscan.check` or :func:`check`.
@@ -95,7 +96,7 @@ def expected_modules(model: nn.Module) -> ExpectedModules:
         if row is not None:
             rows.append(row)
     params = [(k, [int(d) for d in v.shape]) for k, v in _base_params(model)]
-    return ExpectedModules(rows, params, "live model")
+    return ExpectedModules(rows, params, source)
 
 
 def check(

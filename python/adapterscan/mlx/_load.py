@@ -199,6 +199,15 @@ def _plan(model: nn.Module, s: Scan, report: Report, scale: float | None) -> _Pl
     if isinstance(declared, list):
         full_tensors = [t for t in declared if t not in bad_keys]
     if s.fine_tune_type == "full":
+        if (s.config or {}).get("fine_tune_type") != "full":
+            # A model checkpoint, or some other file: nothing says its weights are meant to
+            # replace the model's. Refused before anything is read or changed.
+            raise AdapterMismatchError(
+                f"{s.path} holds no LoRA factors, only {len(s.non_adapter_tensors)} other "
+                "tensors (a model checkpoint?); full weights are loaded only from an adapter "
+                "whose config declares fine_tune_type: full",
+                report,
+            )
         full_tensors = [t for t in s.non_adapter_tensors if t not in bad_keys]
     peft = s.format == "peft"
     specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
