@@ -65,6 +65,10 @@ const EMBEDDING_NAMES: &[&str] = &[
     "embedding",
     "embeddings",
     "embed",
+    // Position embeddings (gpt2's `wpe`) are nn.Embedding too.
+    "wpe",
+    "embed_positions",
+    "position_embeddings",
 ];
 
 pub(crate) fn looks_like_embedding(path: &str) -> bool {

@@ -30,9 +30,10 @@ from .._core import (
 )
 from .._scan import Scan, natural_sorted, scan
 from ..errors import AdapterMismatchError
-from ._live import _join
+from ._live import _join, ties_embeddings
 from ._peft import _FUSED_KEY, _peft_pairs, _peft_specs
 from ._save import SCHEMA_VERSION, _write, _write_files
+from ._skeleton import SkeletonUnavailable, skeleton
 from ._spec import _empty_report, _Spec, _specs
 
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -107,10 +108,17 @@ def convert_to_mlx(
 
 
 def _ties_embeddings(base: str | os.PathLike[str] | None) -> bool:
-    """Whether the base folder's ``config.json`` ties the embedding to the output head."""
-    if base is not None:
+    """Whether the base folder's model ties its embedding to the output head.
+
+    Its own classes decide when mlx-lm can build it; else ``tie_word_embeddings`` in its config.
+    """
+    if base is None:
+        return False
+    try:
+        return ties_embeddings(skeleton(base))
+    except SkeletonUnavailable:
         base_cfg = Path(base) / "config.json"
-        if base_cfg.exists():
+        if base_cfg.is_file():
             return bool(json.loads(base_cfg.read_text()).get("tie_word_embeddings", False))
     return False
 

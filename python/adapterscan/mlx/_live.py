@@ -99,6 +99,37 @@ def expected_modules(model: nn.Module, *, source: str = "live model") -> Expecte
     return ExpectedModules(rows, params, source)
 
 
+def ties_embeddings(model: nn.Module) -> bool:
+    """Whether the model's output head is its token embedding (``as_linear``).
+
+    Some models say so in their args (``tie_word_embeddings``); others tie by having no output
+    head at all (gemma3_text, gpt2, granitemoe): no Linear maps to the vocabulary.
+    """
+    args = getattr(model, "args", None)
+    if getattr(args, "tie_word_embeddings", False):
+        return True
+    modules = [m for _, m in model.named_modules()]
+    vocab = getattr(args, "vocab_size", None)
+    if not isinstance(vocab, int):
+        rows = [
+            m.weight.shape[0]
+            for m in modules
+            if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding))
+        ]
+        if not rows:
+            return False
+        vocab = max(rows)
+    has_embedding = any(
+        isinstance(m, (nn.Embedding, nn.QuantizedEmbedding)) and m.weight.shape[0] == vocab
+        for m in modules
+    )
+    has_head = any(
+        isinstance(m, (nn.Linear, nn.QuantizedLinear)) and m.weight.shape[0] == vocab
+        for m in modules
+    )
+    return has_embedding and not has_head
+
+
 def check(
     model: nn.Module,
     adapter: str | os.PathLike[str] | Scan,

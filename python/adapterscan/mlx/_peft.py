@@ -26,7 +26,7 @@ from .._config_io import as_mapping
 from .._core import PEFT_PREFIX, AdapterScanError, Module, mlx_moe_blocks, stacked_path
 from .._scan import Scan
 from ..errors import AdapterMismatchError
-from ._live import _join
+from ._live import _join, ties_embeddings
 from ._spec import _empty_report, _Spec
 
 # Safetensors metadata of a converted PEFT adapter: how mlx switch factors were fused (JSON).
@@ -52,7 +52,7 @@ def _peft_specs(
     _refuse_full_tensors(s, params, drop_embedding_copy=drop_embedding_copy)
     settings = s.module_settings
     if tied is None:
-        tied = bool(getattr(getattr(model, "args", None), "tie_word_embeddings", False))
+        tied = model is not None and ties_embeddings(model)
     fused = _fused_records(s)
     specs = []
     for path, m in s.modules.items():
