@@ -17,7 +17,7 @@ use crate::error::{Result, ScanError};
 use crate::infer::Kind;
 use crate::naming::experts::{stacked_path, RecentExperts};
 use crate::naming::natural::sort_natural;
-use crate::naming::paths::{layer_split, looks_like_embedding, never_wrapped};
+use crate::naming::paths::{keeps_expert_lists, layer_split, looks_like_embedding, never_wrapped};
 use crate::problem::{Code, Problem, Severity};
 use crate::read::dtype::unpacked_width;
 use crate::read::header::Header;
@@ -429,6 +429,7 @@ fn read_part<'h>(
     let mut part = Partial::default();
     let mut scratch = String::new();
     let mut recent = RecentExperts::default();
+    let stack = !keeps_expert_lists(widths.model_type);
     for t in h.iter() {
         let Some(path) = t.name.strip_suffix(".weight") else {
             continue;
@@ -438,7 +439,7 @@ fn read_part<'h>(
         }
         let shape = t.info.shape.as_slice();
         let quantized = !scales.is_empty() && scales.contains(path);
-        if shape.len() == 2 {
+        if shape.len() == 2 && stack {
             // The expert's projections come in turn (gate, up, down, gate, ...): a path that
             // splits as a recent one did joins its group with no search or hash.
             let found = recent.group(path, &mut scratch, |key| {

@@ -94,6 +94,15 @@ const MOE_GATE_MODELS: &[&str] = &[
     "nemotron_h",
 ];
 
+/// Model types whose mlx-lm classes keep each expert as its own Linear (`ffn.experts.{e}.w1`),
+/// where other per-expert checkpoints are stacked into a `SwitchLinear` when loaded.
+const EXPERT_LIST_MODELS: &[&str] = &["dbrx"];
+
+/// Whether `model_type`'s mlx-lm classes keep per-expert Linears as they are, unstacked.
+pub fn keeps_expert_lists(model_type: Option<&str>) -> bool {
+    model_type.is_some_and(|t| EXPERT_LIST_MODELS.contains(&t))
+}
+
 /// Weights mlx-lm never wraps although their headers look like a Linear's or a SwitchLinear's:
 /// convolutions (`conv1d`, `(C, K, 1)`), MLA's `MultiLinear` (`embed_q`, `unembed_out`) and the
 /// `MoEGate` routers of `model_type`. Only a base read from its headers needs this; a base built

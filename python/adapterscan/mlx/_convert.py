@@ -30,7 +30,7 @@ from .._core import (
 )
 from .._scan import Scan, natural_sorted, scan
 from ..errors import AdapterMismatchError
-from ._live import _join, ties_embeddings
+from ._live import _join, tied_vocab
 from ._peft import _FUSED_KEY, _peft_pairs, _peft_specs
 from ._save import SCHEMA_VERSION, _write, _write_files
 from ._skeleton import SkeletonUnavailable, skeleton
@@ -92,7 +92,7 @@ def convert_to_mlx(
         The scan of the written adapter.
     """
     s = _source(src, "peft", "a PEFT adapter")
-    tied = _ties_embeddings(base)
+    tied = _tied_vocab(base)
     specs = _peft_specs(s, None, set(), drop_embedding_copy=drop_embedding_copy, tied=tied)
     arrays = _arrays(s)
     pairs = {spec.path: dict(_peft_pairs(spec, arrays)) for spec in specs}
@@ -107,20 +107,24 @@ def convert_to_mlx(
     return _write(dst, weights, out_cfg)
 
 
-def _ties_embeddings(base: str | os.PathLike[str] | None) -> bool:
-    """Whether the base folder's model ties its embedding to the output head.
+def _tied_vocab(base: str | os.PathLike[str] | None) -> int | None:
+    """The vocabulary size when the base folder's model ties its token embedding to the head.
 
-    Its own classes decide when mlx-lm can build it; else ``tie_word_embeddings`` in its config.
+    Its own classes decide when mlx-lm can build it; else ``tie_word_embeddings`` and
+    ``vocab_size`` in its config.
     """
     if base is None:
-        return False
+        return None
     try:
-        return ties_embeddings(skeleton(base))
+        return tied_vocab(skeleton(base))
     except SkeletonUnavailable:
         base_cfg = Path(base) / "config.json"
         if base_cfg.is_file():
-            return bool(json.loads(base_cfg.read_text()).get("tie_word_embeddings", False))
-    return False
+            cfg = json.loads(base_cfg.read_text())
+            vocab = cfg.get("vocab_size")
+            if cfg.get("tie_word_embeddings", False) and isinstance(vocab, int):
+                return vocab
+    return None
 
 
 def _mlx_weights(

@@ -99,35 +99,32 @@ def expected_modules(model: nn.Module, *, source: str = "live model") -> Expecte
     return ExpectedModules(rows, params, source)
 
 
-def ties_embeddings(model: nn.Module) -> bool:
-    """Whether the model's output head is its token embedding (``as_linear``).
+def tied_vocab(model: nn.Module) -> int | None:
+    """The vocabulary size when the model's output head is its token embedding, else None.
 
     Some models say so in their args (``tie_word_embeddings``); others tie by having no output
-    head at all (gemma3_text, gpt2, granitemoe): no Linear maps to the vocabulary.
+    head at all (gemma3_text, gpt2, granitemoe): no Linear maps to the vocabulary. The tied
+    embedding is the one with a row per token (not a position embedding such as gpt2's ``wpe``).
     """
     args = getattr(model, "args", None)
-    if getattr(args, "tie_word_embeddings", False):
-        return True
     modules = [m for _, m in model.named_modules()]
+    rows = [
+        m.weight.shape[0] for m in modules if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding))
+    ]
     vocab = getattr(args, "vocab_size", None)
     if not isinstance(vocab, int):
-        rows = [
-            m.weight.shape[0]
-            for m in modules
-            if isinstance(m, (nn.Embedding, nn.QuantizedEmbedding))
-        ]
         if not rows:
-            return False
+            return None
         vocab = max(rows)
-    has_embedding = any(
-        isinstance(m, (nn.Embedding, nn.QuantizedEmbedding)) and m.weight.shape[0] == vocab
-        for m in modules
-    )
+    if vocab not in rows:
+        return None
+    if getattr(args, "tie_word_embeddings", False):
+        return vocab
     has_head = any(
         isinstance(m, (nn.Linear, nn.QuantizedLinear)) and m.weight.shape[0] == vocab
         for m in modules
     )
-    return has_embedding and not has_head
+    return None if has_head else vocab
 
 
 def check(

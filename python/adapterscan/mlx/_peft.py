@@ -26,7 +26,7 @@ from .._config_io import as_mapping
 from .._core import PEFT_PREFIX, AdapterScanError, Module, mlx_moe_blocks, stacked_path
 from .._scan import Scan
 from ..errors import AdapterMismatchError
-from ._live import _join, ties_embeddings
+from ._live import _join, tied_vocab
 from ._spec import _empty_report, _Spec
 
 # Safetensors metadata of a converted PEFT adapter: how mlx switch factors were fused (JSON).
@@ -39,7 +39,7 @@ def _peft_specs(
     skip: set[str],
     *,
     drop_embedding_copy: bool = False,
-    tied: bool | None = None,
+    tied: int | None = None,
 ) -> list[_Spec]:
     """Per-module specs for a PEFT adapter.
 
@@ -51,8 +51,8 @@ def _peft_specs(
     params = _lazy_params(model)
     _refuse_full_tensors(s, params, drop_embedding_copy=drop_embedding_copy)
     settings = s.module_settings
-    if tied is None:
-        tied = model is not None and ties_embeddings(model)
+    if tied is None and model is not None:
+        tied = tied_vocab(model)
     fused = _fused_records(s)
     specs = []
     for path, m in s.modules.items():
@@ -130,14 +130,18 @@ def _refuse_full_tensors(
         )
 
 
-def _refuse_embedding(path: str, m: Module, *, tied: bool) -> None:
-    """Raise for an embedding module mlx-lm cannot reproduce: DoRA, or on tied embeddings."""
+def _refuse_embedding(path: str, m: Module, *, tied: int | None) -> None:
+    """Raise for an embedding module mlx-lm cannot reproduce.
+
+    That is DoRA, or a LoRA on the token embedding of a model whose output head it is (``tied``:
+    that vocabulary size).
+    """
     if m.kind == "embedding" and m.variant == "dora":
         raise AdapterScanError(
             f"{path}: DoRA on an embedding cannot be converted (peft's magnitude is per "
             "embedding dimension, mlx-lm's per token)"
         )
-    if m.kind == "embedding" and tied:
+    if m.kind == "embedding" and tied is not None and m.in_dims == tied:
         raise AdapterScanError(
             f"{path}: the model ties its embedding to the output head; mlx-lm's "
             "LoRAEmbedding would add the delta to the head too, which peft does not"
