@@ -6,6 +6,12 @@
 /// The names of the containers whose numbered children are layers (`model.layers.3`, `h.0`).
 const LAYER_CONTAINERS: &[&str] = &["layers", "h", "blocks", "layer", "block"];
 
+/// Whether the children of `name` are layers: one of [`LAYER_CONTAINERS`], or a second list of
+/// layers a model's `layers` joins to the first (afm7's `kv_reuse_layers`).
+fn is_layer_container(name: &str) -> bool {
+    LAYER_CONTAINERS.contains(&name) || name.ends_with("_layers")
+}
+
 /// The layer index of a module path: the first number right after `layers` (or `h`, `blocks`).
 pub fn layer_index(path: &str) -> Option<u64> {
     layer_split(path).map(|(_, i, _)| i)
@@ -17,7 +23,7 @@ pub fn layer_split(path: &str) -> Option<(&str, u64, &str)> {
     let mut prev: Option<&str> = None;
     let mut start = 0;
     for part in path.split('.') {
-        if prev.is_some_and(|p| LAYER_CONTAINERS.contains(&p)) {
+        if prev.is_some_and(is_layer_container) {
             if let Ok(n) = part.parse() {
                 let end = start + part.len();
                 return Some((&path[..start - 1], n, path.get(end + 1..).unwrap_or("")));
@@ -34,7 +40,7 @@ pub(crate) fn template_of(path: &str) -> (String, Option<u64>) {
     let mut out = Vec::new();
     let mut layer = None;
     for part in path.split('.') {
-        if layer.is_none() && LAYER_CONTAINERS.contains(&prev) {
+        if layer.is_none() && is_layer_container(prev) {
             if let Ok(n) = part.parse() {
                 layer = Some(n);
                 out.push("*");
@@ -79,19 +85,26 @@ pub(crate) fn looks_like_embedding(path: &str) -> bool {
 /// Model types whose MoE router is mlx-lm's `MoEGate` (a module holding a plain `weight`), which
 /// mlx-lm never wraps (joyai_llm_flash and kimi_k2 are deepseek_v3 to mlx-lm).
 const MOE_GATE_MODELS: &[&str] = &[
+    "bailing_moe_v3",
     "deepseek",
     "deepseek_v2",
     "deepseek_v3",
     "deepseek_v32",
+    "deepseek_v41",
+    "dots1",
     "exaone_moe",
     "glm4_moe",
     "glm4_moe_lite",
+    "glm_moe_dsa",
     "joyai_llm_flash",
     "kimi_k2",
+    "kimi_k25",
+    "kimi_vl",
     "laguna",
     "mimo_v2_flash",
     "muse_spark",
     "nemotron_h",
+    "solar_open",
 ];
 
 /// Model types whose mlx-lm classes keep each expert as its own Linear (`ffn.experts.{e}.w1`),
@@ -104,12 +117,15 @@ pub fn keeps_expert_lists(model_type: Option<&str>) -> bool {
 }
 
 /// Weights mlx-lm never wraps although their headers look like a Linear's or a SwitchLinear's:
-/// convolutions (`conv1d`, `(C, K, 1)`), MLA's `MultiLinear` (`embed_q`, `unembed_out`) and the
-/// `MoEGate` routers of `model_type`. Only a base read from its headers needs this; a base built
-/// with mlx-lm's classes knows it.
+/// convolutions (`conv1d`, `q_conv1d`, `conv.conv`: `(C, K, 1)`), norms with a 2-D weight
+/// (`g_norm`), MLA's `MultiLinear` (`embed_q`, `unembed_out`) and the non-Linear routers of
+/// `model_type` (`MoEGate` and its kind). Only a base read from its headers needs this; a base
+/// built with mlx-lm's classes knows it.
 pub fn never_wrapped(model_type: Option<&str>, path: &str) -> bool {
     let last = path.rsplit('.').next().unwrap_or(path);
-    matches!(last, "conv1d" | "embed_q" | "unembed_out")
+    matches!(last, "conv" | "embed_q" | "unembed_out")
+        || last.ends_with("conv1d")
+        || last.ends_with("norm")
         || (last == "gate" && model_type.is_some_and(|t| MOE_GATE_MODELS.contains(&t)))
 }
 
@@ -162,5 +178,6 @@ mod tests {
         assert_eq!(layer_split("3.layers"), None);
         assert_eq!(layer_index("model.layers.07.mlp"), Some(7));
         assert_eq!(layer_index("model.embed_tokens"), None);
+        assert_eq!(layer_index("model.kv_reuse_layers.0.mlp.up_proj"), Some(0));
     }
 }
