@@ -135,16 +135,29 @@ fn outcome(
     }
     let mut fams: SmallVec<[Family; 2]> = SmallVec::new();
     for (f, l, _, _) in members {
-        // `m` is shared by the mlx families; it does not make a module mixed.
-        if *f == Family::Mlx && *l == Leaf::M {
+        // A magnitude is shared by the families of its naming (`m`: mlx's; PEFT's
+        // `lora_magnitude_vector`: linear and embedding); it does not make a module mixed.
+        if *l == Leaf::M && matches!(f, Family::Mlx | Family::Peft) {
             continue;
         }
         if !fams.contains(f) {
             fams.push(*f);
         }
     }
+    // A magnitude of the other naming than the factors' mixes them after all.
+    for (f, l, _, _) in members {
+        let other = match f {
+            Family::Peft => fams.iter().any(|x| !x.is_peft()),
+            Family::Mlx => fams.iter().any(|x| x.is_peft()),
+            _ => false,
+        };
+        if *l == Leaf::M && other && !fams.contains(f) {
+            fams.push(*f);
+        }
+    }
     if fams.is_empty() {
-        fams.push(Family::Mlx);
+        // Only magnitudes: their own family.
+        fams.push(members[0].0);
     }
     let family = fams[0];
     let mut mixed = None;

@@ -324,6 +324,40 @@ fn a_rank_above_one_side_is_a_router_not_a_degenerate_rank() {
 }
 
 #[test]
+fn a_peft_embedding_with_a_dora_magnitude_is_one_module() {
+    let inf = run(&[
+        (
+            "base_model.model.model.embed_tokens.lora_embedding_A",
+            "F32",
+            &[4, 128],
+        ),
+        (
+            "base_model.model.model.embed_tokens.lora_embedding_B",
+            "F32",
+            &[64, 4],
+        ),
+        (
+            "base_model.model.model.embed_tokens.lora_magnitude_vector",
+            "F32",
+            &[64],
+        ),
+    ]);
+    assert_eq!(codes(&inf), Vec::<&str>::new());
+    let m = &inf.modules[0];
+    assert_eq!(
+        (m.kind, m.variant, m.layout),
+        (Kind::Embedding, Variant::Dora, Layout::PeftEmbedding)
+    );
+    // A magnitude of the other naming still mixes them.
+    let mixed = run(&[
+        ("m.q.lora_a", "F32", &[64, 4]),
+        ("m.q.lora_b", "F32", &[4, 64]),
+        ("m.q.lora_magnitude_vector", "F32", &[64]),
+    ]);
+    assert_eq!(codes(&mixed), vec!["mixed_formats"]);
+}
+
+#[test]
 fn layer_wrapped_fused_and_vlm_legacy() {
     let inf = run(&[
         ("a.lora_a.weight", "F32", &[4, 64]),

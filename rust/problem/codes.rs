@@ -139,6 +139,18 @@ codes! {
         "a saved module in a layer PEFT `layers_to_transform` leaves out";
     TargetUnmatched = "target_unmatched", Warning,
         "PEFT `target_modules` names a module no saved factor matches";
+    // PEFT variants.
+    PeftLoraBias = "peft_lora_bias", Error, "PEFT `lora_bias`: a bias on lora_B, which mlx-lm's LoRA lacks";
+    PeftAlora = "peft_alora", Error,
+        "aLoRA (`alora_invocation_tokens`): active only after its invocation tokens";
+    PeftQalora = "peft_qalora", Error, "QALoRA (`use_qalora`): lora_A reads the input pooled in groups";
+    PeftBdlora = "peft_bdlora", Error, "BD-LoRA (`use_bdlora`): block-diagonal factors stored compressed";
+    PeftKasa = "peft_kasa", Error, "KaSA (`kasa_config`): a learned diagonal between B and A, a truncated base";
+    PeftArrow = "peft_arrow", Error, "Arrow (`arrow_config`): routing among task adapters";
+    PeftMonteclora = "peft_monteclora", Error, "MonteCLoRA (`monteclora_config`): a sampled update";
+    PeftVelora = "peft_velora", Error, "VeLoRA (`velora_config`): input grouped through an extra embedding";
+    PeftBaseChangingInit = "peft_base_changing_init", Warning,
+        "PiSSA, OLoRA, CorDA, LoftQ or LoRA-GA initialisation: right only on the base it modified";
     // Shards.
     UnreferencedShard = "unreferenced_shard", Warning,
         "a `.safetensors` in the folder the index does not name";

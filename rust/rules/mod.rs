@@ -14,12 +14,14 @@ use crate::config::{AdapterConfig, Schema};
 use crate::error::Result;
 use crate::infer::{Family, Module};
 use crate::naming::files::CONFIG_NAME;
+use crate::naming::leaves::PEFT_PREFIX;
 use crate::problem::{Code, Problem, Severity};
 
 pub mod format;
 pub mod index;
 mod mlx_config;
 mod peft_config;
+mod peft_variants;
 mod tensors;
 
 pub use format::Format;
@@ -66,6 +68,13 @@ pub(crate) fn judge(
     fine_tune.check_tensors(modules, non_adapter, &mut cx);
     fine_tune.check_magnitudes(modules, &mut cx);
     check_non_adapter(config, modules, non_adapter, fine_tune.effective, &mut cx);
+    let extras: Vec<(Code, &str)> = non_adapter
+        .iter()
+        .map(|n| n.strip_prefix(PEFT_PREFIX).unwrap_or(n))
+        .filter_map(|n| peft_variants::variant_tensor(n).map(|code| (code, n)))
+        .collect();
+    let peft_config = config.filter(|c| c.schema == Schema::Peft);
+    peft_variants::check_peft_variants(peft_config, &extras, &mut cx);
     check_dtypes(modules, &mut cx);
     if let Some(c) = config {
         if fine_tune.effective != Some("full") {

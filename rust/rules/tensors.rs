@@ -10,6 +10,7 @@ use crate::infer::{Kind, Module};
 use crate::naming::leaves::PEFT_PREFIX;
 use crate::naming::paths::key_covers;
 use crate::problem::Code;
+use crate::rules::peft_variants::variant_tensor;
 use crate::rules::Ctx;
 
 pub(crate) fn check_non_adapter(
@@ -80,6 +81,9 @@ pub(crate) fn check_non_adapter(
                     .into(),
             );
             continue;
+        }
+        if variant_tensor(stripped).is_some() {
+            continue; // a PEFT variant's own tensor, reported with its variant
         }
         if to_save.iter().any(|s| key_covers(s, module)) {
             cx.warn(
