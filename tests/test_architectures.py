@@ -218,3 +218,36 @@ def test_structure_model_refuses_what_mlx_lm_cannot_build(tmp_path: Path) -> Non
         adapterscan.check(adapter, base, structure="model")
     fallback = adapterscan.check(adapter, base)
     assert "base_structure_from_headers" in {p.code for p in fallback.problems}
+
+
+def test_experts_outside_switch_mlp_convert_both_ways(tmp_path: Path) -> None:
+    """gpt-oss keeps its SwitchLinear experts at `mlp.experts.*`: per-expert PEFT and back, with
+    the base, returns to those paths and stock mlx-lm reproduces the logits; fused transformers
+    parameters are refused with the reason."""
+    import mlx.core as mx
+    from mlx.utils import tree_map
+    from mlx_lm.tuner.utils import load_adapters as stock_load
+
+    from adapterscan.mlx import convert_to_mlx, convert_to_peft
+
+    model, base, _ = _make(tmp_path, "gpt_oss")
+    mx.random.seed(3)
+    model.update(tree_map(lambda p: mx.random.normal(p.shape) * 0.05, model.trainable_parameters()))
+    model.eval()
+    from adapterscan.mlx import save_adapters
+
+    save_adapters(model, tmp_path / "trained")
+    tokens = mx.array([[1, 2, 3, 4]])
+    want = model(tokens)
+    with pytest.raises(adapterscan.AdapterScanError, match="per-expert"):
+        convert_to_peft(tmp_path / "trained", tmp_path / "fused")
+    convert_to_peft(tmp_path / "trained", tmp_path / "peft", experts="per-expert")
+    back = convert_to_mlx(tmp_path / "peft", tmp_path / "back", base=base)
+    assert "model.layers.0.mlp.experts.gate_proj" in back.modules
+    assert not any("switch_mlp" in p for p in back.modules)
+    assert adapterscan.check(tmp_path / "back", base).ok
+    stock = build_model(ARCHS["gpt_oss"])
+    stock.freeze()
+    stock_load(stock, str(tmp_path / "back"))
+    stock.eval()
+    assert mx.allclose(stock(tokens), want, atol=1e-4).item()

@@ -339,3 +339,54 @@ def test_fused_mixtral_without_record_maps_to_block_sparse_moe(tmp_path: Path) -
     assert max_diff(before, logits(reloaded)) <= 1e-5
     switch = reloaded.model.layers[0].block_sparse_moe.switch_mlp
     assert switch.gate_proj.lora_a.shape[1] == 4  # gate and up share the stacked rank-4 factor
+
+
+def test_fused_mixtral_to_mlx_with_the_base_lands_in_block_sparse_moe(tmp_path: Path) -> None:
+    """A transformers-5 fused-expert Mixtral adapter (as peft saves it: no record of how it was
+    made) converted with --base: the base's own classes name the block `block_sparse_moe`, and
+    stock mlx-lm then loads it to the same logits. Without the base, mlx-lm's default `mlp` is
+    written, which check against the base then refuses instead of calling it a fit."""
+    from mlx_lm.tuner.utils import load_adapters as stock_load
+    from safetensors.numpy import load_file, save_file
+
+    import adapterscan
+    import adapterscan.mlx as am
+    import producers
+    from test_mlx_roundtrip import fresh, logits, max_diff, trained
+
+    model = trained(producers.MIXTRAL, num_layers=2, rank=2, scale=2.0)
+    before = logits(model)
+    base = producers.save_base(fresh(producers.MIXTRAL), producers.MIXTRAL, tmp_path / "base")
+    am.save_adapters(model, tmp_path / "mlx")
+    am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    save_file(load_file(str(weights)), str(weights), metadata={"format": "pt"})  # as peft saves
+    back = am.convert_to_mlx(tmp_path / "peft", tmp_path / "back", base=base)
+    assert "model.layers.0.block_sparse_moe.switch_mlp.gate_proj" in back.modules
+    assert adapterscan.check(tmp_path / "back", base).ok
+    stock = fresh(producers.MIXTRAL)
+    stock.freeze()
+    stock_load(stock, str(tmp_path / "back"))
+    stock.eval()
+    assert max_diff(before, logits(stock)) <= 1e-5
+    blind = am.convert_to_mlx(tmp_path / "peft", tmp_path / "blind")
+    assert "model.layers.0.mlp.switch_mlp.gate_proj" in blind.modules
+    report = adapterscan.check(tmp_path / "blind", base)
+    assert not report.ok
+    assert "model.layers.0.mlp.switch_mlp.gate_proj.lora_a" in report.unexpected
+
+
+def test_convert_with_a_base_checks_before_writing(tmp_path: Path) -> None:
+    import adapterscan
+    import adapterscan.mlx as am
+    import producers
+    from test_mlx_roundtrip import fresh, trained
+
+    model = trained(producers.LLAMA, num_layers=2, rank=2, scale=2.0)
+    am.save_adapters(model, tmp_path / "mlx")
+    am.convert_to_peft(tmp_path / "mlx", tmp_path / "peft")
+    other = dict(producers.LLAMA, num_hidden_layers=2)
+    base = producers.save_base(fresh(other), other, tmp_path / "base")
+    with pytest.raises(adapterscan.AdapterScanError, match="nothing was written"):
+        am.convert_to_mlx(tmp_path / "peft", tmp_path / "out", base=base)
+    assert not (tmp_path / "out").exists()

@@ -110,7 +110,12 @@ fn target<'s>(cx: &ModuleCx<'s>, m: &'s Module, f: &mut Findings<'s>) -> Option<
     let targets = if fused {
         fused_targets(&m.path, cx.lookup)
     } else {
-        cx.lookup.get(&stacked_path(&m.path)).map(|&t| vec![t])
+        // PEFT names experts as Hugging Face does (`experts.X`, grouped), which mlx-lm stacks
+        // under `switch_mlp`; an mlx adapter's path must be the model's own.
+        cx.lookup
+            .get(&stacked_path(&m.path))
+            .filter(|t| cx.peft || t.path == m.path)
+            .map(|&t| vec![t])
     };
     let Some(targets) = targets else {
         f.unexpected.extend(

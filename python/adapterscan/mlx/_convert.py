@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import mlx.core as mx
+import mlx.nn as nn
 
 from .._config_io import most_common
 from .._core import (
@@ -30,7 +31,7 @@ from .._core import (
 )
 from .._scan import Scan, natural_sorted, scan
 from ..errors import AdapterMismatchError
-from ._live import _join, tied_vocab
+from ._live import _join, expected_modules, tied_vocab
 from ._peft import _FUSED_KEY, _peft_pairs, _peft_specs
 from ._save import SCHEMA_VERSION, _write, _write_files
 from ._skeleton import SkeletonUnavailable, skeleton
@@ -84,7 +85,9 @@ def convert_to_mlx(
     Args:
         src: The PEFT adapter folder.
         dst: The folder to write (created; its other files are kept; written atomically).
-        base: The base model folder, to refuse an embedding adapter on tied embeddings.
+        base: The base model folder: built with mlx-lm's classes, it decides each module's
+            path (Mixtral's ``block_sparse_moe``, experts outside ``switch_mlp``) and whether the
+            embedding is tied, and the output is checked against it before anything is written.
         drop_embedding_copy: Leave out peft's copy of a targeted embedding
             (``base_layer.weight``); without it such an adapter is refused.
 
@@ -92,8 +95,12 @@ def convert_to_mlx(
         The scan of the written adapter.
     """
     s = _source(src, "peft", "a PEFT adapter")
-    tied = _tied_vocab(base)
-    specs = _peft_specs(s, None, set(), drop_embedding_copy=drop_embedding_copy, tied=tied)
+    model, tied = _base_model(base)
+    specs = _peft_specs(
+        s, model, set(), drop_embedding_copy=drop_embedding_copy, tied=tied, live=False
+    )
+    if model is not None and base is not None:
+        _check_against(specs, model, base)
     arrays = _arrays(s)
     pairs = {spec.path: dict(_peft_pairs(spec, arrays)) for spec in specs}
     ranks = {spec.rank for spec in specs}
@@ -107,24 +114,44 @@ def convert_to_mlx(
     return _write(dst, weights, out_cfg)
 
 
-def _tied_vocab(base: str | os.PathLike[str] | None) -> int | None:
-    """The vocabulary size when the base folder's model ties its token embedding to the head.
+def _base_model(base: str | os.PathLike[str] | None) -> tuple[nn.Module | None, int | None]:
+    """The base's model built with mlx-lm's classes, and the vocabulary size if it ties.
 
-    Its own classes decide when mlx-lm can build it; else ``tie_word_embeddings`` and
-    ``vocab_size`` in its config.
+    The model is None when mlx-lm cannot build it; the vocabulary size is given when the model
+    ties its token embedding to the output head. Without a buildable model,
+    ``tie_word_embeddings`` and ``vocab_size`` of its config decide.
     """
     if base is None:
-        return None
+        return None, None
     try:
-        return tied_vocab(skeleton(base))
+        model = skeleton(base)
     except SkeletonUnavailable:
         base_cfg = Path(base) / "config.json"
         if base_cfg.is_file():
             cfg = json.loads(base_cfg.read_text())
             vocab = cfg.get("vocab_size")
             if cfg.get("tie_word_embeddings", False) and isinstance(vocab, int):
-                return vocab
-    return None
+                return None, vocab
+        return None, None
+    return model, tied_vocab(model)
+
+
+def _check_against(specs: list[_Spec], model: nn.Module, base: str | os.PathLike[str]) -> None:
+    """Refuse, before anything is written, modules the base's model does not have as written."""
+    rows = {path: (kind, e) for path, kind, _, _, e in expected_modules(model).targets()}
+    wrong = []
+    for spec in specs:
+        row = rows.get(spec.path)
+        if row is None:
+            wrong.append(f"{spec.path}: no such module in the base")
+        elif row[0] != spec.kind:
+            wrong.append(f"{spec.path}: a {row[0]} module in the base, not a {spec.kind}")
+    if wrong:
+        raise AdapterScanError(
+            f"the converted adapter would not fit {base}, so nothing was written: "
+            + "; ".join(wrong[:10])
+            + (f"; and {len(wrong) - 10} more" if len(wrong) > 10 else "")
+        )
 
 
 def _mlx_weights(
@@ -273,7 +300,14 @@ def _peft_weights(
             if a.ndim == 2:  # mlx-lm < 0.28.3: (E*r, in)
                 a = a.reshape(b.shape[0], spec.rank, -1)
             if experts == "fused":
-                prefix, _, proj = spec.path.rpartition(".switch_mlp.")
+                prefix, found, proj = spec.path.rpartition(".switch_mlp.")
+                if not found:
+                    raise AdapterScanError(
+                        f"{spec.path}: transformers' fused expert parameters are written for "
+                        "experts stacked under `switch_mlp` only (this model keeps them "
+                        "elsewhere, as gpt-oss does, whose fused gate_up_proj interleaves gate "
+                        "and up rows); use experts='per-expert'"
+                    )
                 switches.setdefault(prefix, {})[proj] = (spec, a, b)
                 continue
             for e, p in enumerate(_expert_paths(spec, a.shape[0])):

@@ -40,6 +40,7 @@ def _peft_specs(
     *,
     drop_embedding_copy: bool = False,
     tied: int | None = None,
+    live: bool = True,
 ) -> list[_Spec]:
     """Per-module specs for a PEFT adapter.
 
@@ -49,8 +50,16 @@ def _peft_specs(
     """
     cfg = s.config or {}
     params = _lazy_params(model)
-    _refuse_full_tensors(s, params, drop_embedding_copy=drop_embedding_copy)
+    # A live model keeps its own embedding beside peft's copy; a file written for it would not.
+    _refuse_full_tensors(
+        s, params if live else _lazy_params(None), drop_embedding_copy=drop_embedding_copy
+    )
     settings = s.module_settings
+
+    @functools.cache
+    def modules() -> set[str]:
+        return {name.rpartition(".")[0] for name in params()}
+
     if tied is None and model is not None:
         tied = tied_vocab(model)
     fused = _fused_records(s)
@@ -66,7 +75,7 @@ def _peft_specs(
         if not isinstance(scale, float):
             raise AdapterMismatchError(f"no scale can be read for {path}", _empty_report(s))
         spec = _Spec(
-            path=stacked_path(path),
+            path=_mlx_path(path, modules()) if model is not None else stacked_path(path),
             kind=m.kind,
             variant=m.variant,
             layout=m.layout,
@@ -178,6 +187,15 @@ def _gate_up_specs(
         )
         lo = hi if own else 0
     return specs
+
+
+def _mlx_path(path: str, modules: set[str]) -> str:
+    """The model's module for a PEFT module path.
+
+    The path itself when the model has it (experts outside ``switch_mlp``, as gpt-oss keeps
+    them), else mlx-lm's stacked ``switch_mlp`` path.
+    """
+    return path if path in modules else stacked_path(path)
 
 
 def _switch_prefix(experts_module: str, params: Mapping[str, Any]) -> str:
