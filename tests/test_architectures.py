@@ -242,6 +242,11 @@ def test_experts_outside_switch_mlp_convert_both_ways(tmp_path: Path) -> None:
     with pytest.raises(adapterscan.AdapterScanError, match="per-expert"):
         convert_to_peft(tmp_path / "trained", tmp_path / "fused")
     convert_to_peft(tmp_path / "trained", tmp_path / "peft", experts="per-expert")
+    # Loaded straight into the model, the per-expert PEFT keys land at mlp.experts.* too.
+    from adapterscan.mlx import load_adapters
+
+    direct = load_adapters(build_model(ARCHS["gpt_oss"]), tmp_path / "peft")
+    assert mx.allclose(direct(tokens), want, atol=1e-4).item()
     back = convert_to_mlx(tmp_path / "peft", tmp_path / "back", base=base)
     assert "model.layers.0.mlp.experts.gate_proj" in back.modules
     assert not any("switch_mlp" in p for p in back.modules)
