@@ -153,3 +153,34 @@ def test_killed_repairs_leave_a_complete_config(tmp_path: Path) -> None:
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]
         assert len(list(folder.glob("adapter_config.json.bak-*"))) >= 1
     assert mid_write >= 1
+
+
+@pytest.mark.mlx
+def test_dora_recorded_as_lora_parameters_use_dora_is_named_and_repaired(tmp_path: Path) -> None:
+    """mlx-lm-lora writes DoRA as `lora_parameters.use_dora: true` and no fine_tune_type, which
+    mlx-lm reads as lora (it then refuses the magnitudes): the message names that field, and
+    repair writes fine_tune_type from the tensors, after which stock mlx-lm loads it."""
+    from mlx_lm.tuner.utils import load_adapters as stock_load
+
+    from producers import LLAMA, attach_lora, build_model, save_like_trainer
+
+    model = build_model(LLAMA)
+    params = attach_lora(model, num_layers=2, rank=4, scale=10.0, dora=True)
+    folder = save_like_trainer(
+        model, tmp_path / "a", fine_tune_type="dora", num_layers=2, lora_parameters=params
+    )
+    cfg = json.loads((folder / "adapter_config.json").read_text())
+    del cfg["fine_tune_type"]
+    cfg["lora_parameters"]["use_dora"] = True
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    s = adapterscan.scan(folder)
+    unexpected = [p for p in s.problems if p.code == "dora_magnitude_unexpected"]
+    assert unexpected
+    assert "lora_parameters.use_dora" in unexpected[0].message
+    repaired = adapterscan.repair(folder)
+    assert repaired.ok, repaired.problems
+    assert repaired.config is not None
+    assert repaired.config["fine_tune_type"] == "dora"
+    stock = build_model(LLAMA)
+    stock.freeze()
+    stock_load(stock, str(folder))

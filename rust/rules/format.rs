@@ -77,6 +77,9 @@ pub(crate) struct FineTune {
     pub(crate) reported: Option<&'static str>,
     /// What a loader will do: the declared type, or mlx-lm's default of lora for its schema.
     pub(crate) effective: Option<&'static str>,
+    /// Why `effective` is what it is, for messages: the config declares it, or a loader takes
+    /// it as its default (and what the config says instead, if anything).
+    pub(crate) source: &'static str,
 }
 
 impl FineTune {
@@ -98,9 +101,24 @@ impl FineTune {
             }
             _ => inferred,
         });
+        let lp_dora = config
+            .and_then(|c| c.raw.get("lora_parameters"))
+            .and_then(|lp| lp.get("use_dora"))
+            .and_then(serde_json::Value::as_bool)
+            == Some(true);
+        let source = match (declared, config) {
+            (Some(_), _) => "the config declares",
+            (None, Some(_)) if lp_dora => {
+                "the config has no fine_tune_type (mlx-lm-lora's `lora_parameters.use_dora: true` \
+                 says DoRA, but mlx-lm does not read it), so mlx-lm takes"
+            }
+            (None, Some(_)) => "the config has no fine_tune_type, so mlx-lm takes",
+            (None, None) => "the tensors show",
+        };
         Self {
             reported: declared.or(inferred),
             effective,
+            source,
         }
     }
 
@@ -118,7 +136,8 @@ impl FineTune {
                 Code::FineTuneTypeMismatch,
                 None,
                 format!(
-                    "the config declares {} but the adapter holds no LoRA factors, only {} other tensors",
+                    "{} {} but the adapter holds no LoRA factors, only {} other tensors",
+                    self.source,
                     effective.unwrap_or(""),
                     non_adapter.len()
                 ),
@@ -145,7 +164,11 @@ impl FineTune {
                 cx.error(
                     Code::DoraMagnitudeUnexpected,
                     Some(&m.path),
-                    "the module has a DoRA magnitude but the config declares lora".into(),
+                    format!(
+                        "the module has a DoRA magnitude but {} lora (adapterscan repair writes \
+                         fine_tune_type from the tensors)",
+                        self.source
+                    ),
                 );
             }
         }
