@@ -130,7 +130,10 @@ impl FineTune {
             Some("full") if !modules.is_empty() => cx.error(
                 Code::FineTuneTypeMismatch,
                 None,
-                format!("fine_tune_type is full but the adapter holds {} LoRA modules", modules.len()),
+                format!(
+                    "fine_tune_type is full but the adapter holds {} LoRA modules",
+                    modules.len()
+                ),
             ),
             Some("lora" | "dora") if modules.is_empty() && !non_adapter.is_empty() => cx.error(
                 Code::FineTuneTypeMismatch,
