@@ -73,9 +73,10 @@ def test_config_writer_writes_the_text_as_utf8(tmp_path: Path, ensure_ascii: boo
     assert path.read_bytes() == config_text(CFG, ensure_ascii=ensure_ascii).encode("utf-8")
 
 
-def test_config_writer_serialises_when_it_writes(tmp_path: Path) -> None:
-    """A value JSON cannot hold fails when the file is written (inside the atomic replace)."""
-    write = config_writer({"path": tmp_path}, ensure_ascii=False)
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        write(tmp_path / "adapter_config.json")
+def test_config_writer_serialises_before_anything_is_written(tmp_path: Path) -> None:
+    """A value JSON cannot hold fails when the writer is made, before any staging or swap."""
+    import adapterscan
+
+    with pytest.raises(adapterscan.SaveError, match="not JSON serializable"):
+        config_writer({"path": tmp_path}, ensure_ascii=False)
     assert not (tmp_path / "adapter_config.json").exists()

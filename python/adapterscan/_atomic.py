@@ -96,11 +96,23 @@ def _pid_alive(pid: int) -> bool:
 
 
 def clean_stale_staging(target: Path) -> None:
-    """Remove staging folders of earlier saves into ``target`` whose process is gone."""
+    """Remove staging folders of earlier saves into ``target`` whose process is gone.
+
+    A save interrupted between the two renames of the fallback left the old folder aside
+    (``...-old``) and no ``target``: that folder is put back, not removed. Names are compared as
+    text (a folder named ``run[1]`` is not a pattern).
+    """
     prefix = f".{target.name}{STAGING_MARK}"
-    for entry in target.parent.glob(f"{prefix}*"):
+    try:
+        entries = sorted(e for e in target.parent.iterdir() if e.name.startswith(prefix))
+    except OSError:
+        return
+    for entry in entries:
         pid_text = entry.name[len(prefix) :].split("-", 1)[0]
         if pid_text.isdigit() and _pid_alive(int(pid_text)) and int(pid_text) != os.getpid():
+            continue
+        if entry.name.endswith("-old") and not os.path.lexists(target):
+            os.rename(entry, target)  # the adapter that was there before the interrupted save
             continue
         shutil.rmtree(entry, ignore_errors=True)
 
@@ -129,11 +141,19 @@ def replace_files(target: Path, writers: Mapping[str, Callable[[Path], None]]) -
     ``target`` untouched.
     """
     target = Path(os.path.abspath(target))
+    if target.is_symlink() and target.is_dir():
+        # A link to the adapter folder: the folder it points to is the one replaced.
+        target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(target)
     stage = Path(
         tempfile.mkdtemp(prefix=f".{target.name}{STAGING_MARK}{os.getpid()}-", dir=target.parent)
     )
+    # mkdtemp makes 0700; a new folder gets what the umask gives any other (an existing one's
+    # mode is copied below).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)
     try:
         for name, write in writers.items():
             write(stage / name)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ._atomic import replace_files
 from ._check import read_base
-from ._config_io import CONFIG_NAME, as_mapping, config_writer, most_common
+from ._config_io import CONFIG_NAME, as_mapping, config_writer, given_scale, most_common
 from ._core import AdapterScanError, Module
 from ._scan import Scan, scan
 from .errors import config_error
@@ -60,6 +60,7 @@ def repair(
         ConfigError: No scale is known for some module.
         AdapterScanError: The adapter cannot be read.
     """
+    scale = given_scale(scale)
     folder = Path(path)
     s = scan(folder, read_config=False)
     old, raw = _old_config(folder)

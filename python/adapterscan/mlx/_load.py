@@ -21,7 +21,7 @@ from mlx.utils import tree_flatten
 
 from .._check import Report
 from .._check import check as _check
-from .._config_io import as_mapping
+from .._config_io import as_mapping, given_scale
 from .._core import AdapterScanError
 from .._scan import Scan, scan
 from ..errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning
@@ -162,6 +162,7 @@ def load_adapters(
         ConfigError: The config is malformed or no scale is known.
         AdapterScanError: The files cannot be read (a subclass naming the cause).
     """
+    scale = given_scale(scale)
     s = scan(path)
     report = _check(s, expected_modules(model))
     if strict and not report.ok:
