@@ -136,6 +136,7 @@ __all__ = [
     "per_expert_path",
     "problem_codes",
     "read_base",
+    "read_config_bytes",
     "scan",
     "stacked_path",
     "unpacked_width",
@@ -403,3 +404,11 @@ def hf_moe_block(block: str) -> str:
 
 def mlx_moe_blocks(block: str) -> list[str]:
     """The mlx-lm blocks a Hugging Face MoE block may be, most likely first."""
+
+def read_config_bytes(
+    path: str | os.PathLike[str],
+    *,
+    folder: str | os.PathLike[str] | None = None,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> bytes:
+    """A JSON config file's bytes through the one opener (regular file, 16 MiB, symlink policy)."""

@@ -14,7 +14,7 @@ from typing import Any
 from ._atomic import replace_files
 from ._check import read_base
 from ._config_io import CONFIG_NAME, as_mapping, config_writer, given_scale, most_common
-from ._core import AdapterScanError, Module
+from ._core import AdapterScanError, Module, read_config_bytes
 from ._scan import Scan, scan
 from .errors import config_error
 
@@ -24,13 +24,18 @@ if TYPE_CHECKING:
 
 
 def _old_config(folder: Path) -> tuple[dict[str, Any], bytes | None]:
+    """The old config (empty when it is not a JSON object) and its bytes, kept as the backup.
+
+    Read through the one opener, confined to the folder: a config that is a link out of it, a
+    FIFO or a device is refused (typed error), never read or copied into the backup.
+    """
     path = folder / CONFIG_NAME
-    if not path.exists():
+    if not os.path.lexists(path):
         return {}, None
-    raw = path.read_bytes()
+    raw = read_config_bytes(path, folder=folder, symlinks="inside")
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}, raw
     return (value if isinstance(value, dict) else {}), raw
 

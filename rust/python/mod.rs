@@ -40,7 +40,9 @@ mod _core {
         per_expert_path, problem_codes, stacked_path, unpacked_width,
     };
     #[pymodule_export]
-    use super::scan::{scan, PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyScan};
+    use super::scan::{
+        read_config_bytes, scan, PyFileInfo, PyModuleGroup, PyModuleInfo, PyProblem, PyScan,
+    };
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

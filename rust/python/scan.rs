@@ -3,7 +3,7 @@
 //!
 //! May use: anything below the bindings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
@@ -408,4 +408,46 @@ pub enum ScaleValue {
     One(f64),
     /// One per output feature.
     PerOutput(Vec<f64>),
+}
+
+/// The largest config file read (real ones are a few kB; PEFT's and mlx-lm's well under 1 MB).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The bytes of a JSON config file (an adapter's or a model's), through the one opener every
+/// read uses: a regular file only (a FIFO or a device is refused before any read), at most 16
+/// MiB, the symlink policy, and with `symlinks="inside"` confined to `folder`.
+#[pyfunction]
+#[pyo3(signature = (path, *, folder = None, symlinks = "follow"))]
+#[allow(clippy::needless_pass_by_value)] // pyo3 hands the paths over owned
+pub fn read_config_bytes(
+    py: Python<'_>,
+    path: PathBuf,
+    folder: Option<PathBuf>,
+    symlinks: &str,
+) -> PyResult<Py<pyo3::types::PyBytes>> {
+    let mut limits = limits_from(None, None, None, Some(MAX_CONFIG_BYTES), symlinks)?;
+    limits.max_index_bytes = MAX_CONFIG_BYTES;
+    let result = py.detach(|| {
+        if limits.symlinks == SymlinkPolicy::Inside {
+            let folder = folder
+                .as_deref()
+                .or_else(|| path.parent())
+                .unwrap_or(Path::new("."));
+            crate::read::open::check_inside(folder, &path)?;
+        }
+        crate::read::open::read_small_file(&path, &limits, "config").map_err(|e| match e {
+            crate::error::ScanError::ShardIndex { path, message } => {
+                crate::error::ScanError::Config {
+                    path,
+                    field: None,
+                    message,
+                }
+            }
+            other => other,
+        })
+    });
+    match result {
+        Ok(bytes) => Ok(pyo3::types::PyBytes::new(py, &bytes).unbind()),
+        Err(e) => Err(to_pyerr(py, &e)),
+    }
 }

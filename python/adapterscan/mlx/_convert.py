@@ -15,7 +15,6 @@ import json
 import os
 import re
 import uuid
-from pathlib import Path
 from typing import Any, Literal
 
 import mlx.core as mx
@@ -34,7 +33,7 @@ from ..errors import AdapterMismatchError
 from ._live import _join, expected_modules, tied_vocab
 from ._peft import _FUSED_KEY, _peft_pairs, _peft_specs
 from ._save import SCHEMA_VERSION, _write, _write_files
-from ._skeleton import SkeletonUnavailable, skeleton
+from ._skeleton import SkeletonUnavailable, model_config, skeleton
 from ._spec import _empty_report, _Spec, _specs
 
 PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
@@ -126,12 +125,13 @@ def _base_model(base: str | os.PathLike[str] | None) -> tuple[nn.Module | None, 
     try:
         model = skeleton(base)
     except SkeletonUnavailable:
-        base_cfg = Path(base) / "config.json"
-        if base_cfg.is_file():
-            cfg = json.loads(base_cfg.read_text())
-            vocab = cfg.get("vocab_size")
-            if cfg.get("tie_word_embeddings", False) and isinstance(vocab, int):
-                return None, vocab
+        try:
+            cfg = model_config(base)
+        except SkeletonUnavailable:
+            return None, None
+        vocab = cfg.get("vocab_size")
+        if cfg.get("tie_word_embeddings", False) and isinstance(vocab, int):
+            return None, vocab
         return None, None
     return model, tied_vocab(model)
 

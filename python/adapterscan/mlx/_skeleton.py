@@ -19,28 +19,32 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
-from .._core import ExpectedModules
+from .._core import ExpectedModules, read_config_bytes
 from .._scan import scan
 from ..errors import config_error
 from ._live import expected_modules
-
-#: The largest ``config.json`` read (real ones are a few kB).
-MAX_CONFIG_BYTES = 4 << 20
 
 
 class SkeletonUnavailable(Exception):
     """mlx-lm cannot build this folder's model: the header-only reading is the fallback."""
 
 
-def _config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
+def model_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+    """A model folder's ``config.json``, read through the one opener.
+
+    That is a regular file of at most 16 MiB; a FIFO or a device is refused before any read.
+
+    Raises:
+        SkeletonUnavailable: The folder has no ``config.json``.
+        ConfigError: It cannot be read, or is not a JSON object.
+    """
+    path = Path(folder) / "config.json"
+    if not os.path.lexists(path):
+        raise SkeletonUnavailable(f"{folder} has no config.json")
+    raw = read_config_bytes(path)
     try:
-        if not path.is_file():
-            raise SkeletonUnavailable(f"{folder} has no config.json")
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise config_error(f"{path} is larger than {MAX_CONFIG_BYTES} bytes", str(path))
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as e:
         raise config_error(f"{path} cannot be read: {e}", str(path)) from e
     if not isinstance(value, dict):
         raise config_error(f"{path} is not a JSON object", str(path))
@@ -103,7 +107,7 @@ def skeleton(folder: str | os.PathLike[str]) -> nn.Module:
     from mlx_lm.utils import _get_classes
 
     root = Path(folder)
-    config = _config(root)
+    config = model_config(root)
     if "model_file" in config:
         raise SkeletonUnavailable(f"{root}: a custom model_file is never imported")
     try:
