@@ -339,7 +339,8 @@ def test_layer_wrapped_factors_load_transposed(tmp_path: Path) -> None:
 
 
 def test_mlx_vlm_legacy_adapter_into_a_vlm_root(tmp_path: Path) -> None:
-    """mlx-vlm < 0.6: `language_model.<path>.A`/`.B` and a flat {rank, alpha, dropout} config."""
+    """mlx-vlm's legacy LoRaLayer: `language_model.<path>.A`/`.B` and a flat {rank, alpha,
+    dropout} config, whose scale is alpha / rank (as mlx-vlm 0.7.10 still writes and reads it)."""
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
@@ -363,9 +364,9 @@ def test_mlx_vlm_legacy_adapter_into_a_vlm_root(tmp_path: Path) -> None:
     (tmp_path / "v" / "adapter_config.json").write_text(
         json.dumps({"rank": 4, "alpha": 8, "dropout": 0.0})
     )
-    with pytest.raises(adapterscan.ConfigError, match="alpha"):
-        am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v")
-    reloaded = am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v", scale=2.0)
+    with pytest.raises(adapterscan.ConfigError, match="contradicts"):
+        am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v", scale=3.0)
+    reloaded = am.load_adapters(Vlm(fresh(LLAMA)), tmp_path / "v")
     assert max_diff(before, logits(reloaded)) == 0.0
 
 

@@ -80,6 +80,7 @@ _Code: TypeAlias = Literal[
     "index_total_size_mismatch",
     "model_in_adapter_folder",
     "prefix_mismatch",
+    "base_quantization_required",
     "base_structure_from_headers",
     "base_quantization_unknown",
     "base_experts_inconsistent",

@@ -3,8 +3,8 @@
 //!
 //! - mlx-lm, mlx-vlm and Unsloth configs: `adapterscan.modules.<path>.scale` (a number, or one
 //!   per output feature), else Unsloth's `unsloth_mlx_lora_module_scales.<path>`, else
-//!   `lora_parameters.scale`, else the top-level `scale` (not for mlx-vlm < 0.6, whose `alpha`
-//!   was ambiguous); dropout from `adapterscan.modules.<path>.dropout`, else
+//!   `lora_parameters.scale`, else the top-level `scale`; mlx-vlm's legacy `{rank, alpha,
+//!   dropout}` config: alpha / rank, as mlx-vlm reads it; dropout from `adapterscan.modules.<path>.dropout`, else
 //!   `lora_parameters.dropout`, else the top-level `dropout`, else 0.
 //! - PEFT: `alpha / r` (`alpha / sqrt(r)` with `use_rslora`), `alpha` from the first
 //!   `alpha_pattern` key that matches (peft's rule), else `lora_alpha`, else peft's default of 8;
@@ -19,6 +19,13 @@ use crate::error::{Result, ScanError};
 
 /// peft's `lora_alpha` default.
 pub const PEFT_DEFAULT_ALPHA: f64 = 8.0;
+
+/// mlx-vlm's legacy `{rank, alpha}` config: its `LoRaLayer` scales by alpha / rank.
+fn legacy_vlm_scale(c: &AdapterConfig) -> Option<f64> {
+    let rank = c.top_rank.filter(|&r| r > 0)?;
+    #[allow(clippy::cast_precision_loss)] // ranks are far below 2^52
+    c.alpha.map(|a| a / rank as f64)
+}
 
 /// A module's scale.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,7 +126,11 @@ impl<'c> Settings<'c> {
                 .find(|(p, _)| p == path)
                 .map(|(_, s)| *s)
                 .or(c.scale)
-                .or(c.top_scale.filter(|_| c.schema != Schema::MlxVlmLegacy))
+                .or(if c.schema == Schema::MlxVlmLegacy {
+                    legacy_vlm_scale(c)
+                } else {
+                    c.top_scale
+                })
                 .map(Scale::One),
         };
         let dropout = match own("dropout") {
@@ -185,9 +196,12 @@ mod tests {
             Some(Scale::One(3.0))
         );
         assert!(settings(top, "x", None).unwrap().dropout.abs() < 1e-12);
-        // ...but not in mlx-vlm < 0.6, and nothing gives none.
-        let vlm = r#"{"rank":8,"alpha":16,"scale":2.0}"#;
-        assert_eq!(settings(vlm, "x", None).unwrap().scale, None);
+        // mlx-vlm's legacy config: alpha / rank, as its LoRaLayer scales.
+        let vlm = r#"{"rank":8,"alpha":16,"dropout":0.1}"#;
+        assert_eq!(
+            settings(vlm, "x", None).unwrap().scale,
+            Some(Scale::One(2.0))
+        );
         let none = r#"{"fine_tune_type":"lora","num_layers":2,"lora_parameters":{"rank":8}}"#;
         assert_eq!(settings(none, "x", None).unwrap().scale, None);
     }

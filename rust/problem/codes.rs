@@ -161,6 +161,8 @@ codes! {
     // `check`: the adapter against a base.
     PrefixMismatch = "prefix_mismatch", Error,
         "the adapter's paths fit the model once a prefix is stripped or added";
+    BaseQuantizationRequired = "base_quantization_required", Warning,
+        "mlx-vlm's `base_quantization`: trained on a base quantized that way (load refuses another)";
     BaseStructureFromHeaders = "base_structure_from_headers", Warning,
         "the base was read from its headers, not built with mlx-lm's classes (no MLX, or mlx-lm cannot build it)";
     BaseQuantizationUnknown = "base_quantization_unknown", Error,

@@ -15,6 +15,7 @@ use crate::rules::{check_rank, Ctx};
 
 pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut Ctx<'_>) {
     warn_schema(c, cx);
+    warn_base_quantization(c, cx);
     if modules.is_empty() {
         return;
     }
@@ -28,6 +29,33 @@ pub(crate) fn check_mlx_config(c: &AdapterConfig, modules: &[Module], cx: &mut C
     check_num_layers(c, modules, cx);
 }
 
+/// mlx-vlm's `base_quantization` (written by `--quantization-bits`): the adapter was trained on
+/// a base quantized that way, which mlx-vlm's loader recreates from a float base first.
+fn warn_base_quantization(c: &AdapterConfig, cx: &mut Ctx<'_>) {
+    let Some(serde_json::Value::Object(q)) = c.raw.get("base_quantization") else {
+        return;
+    };
+    if q.is_empty() {
+        return;
+    }
+    let bits: std::collections::BTreeSet<u64> = q
+        .values()
+        .filter_map(|v| v.get("bits").and_then(serde_json::Value::as_u64))
+        .collect();
+    let bits: Vec<String> = bits.iter().map(ToString::to_string).collect();
+    cx.warn(
+        Code::BaseQuantizationRequired,
+        None,
+        format!(
+            "trained on a quantized base (`base_quantization`: {} modules, {}-bit): mlx-vlm \
+             quantizes a float base that way before loading the adapter; on an unquantized base \
+             its outputs differ",
+            q.len(),
+            bits.join("/")
+        ),
+    );
+}
+
 /// Schemas that current mlx-lm cannot load as they are, or whose meaning is ambiguous.
 fn warn_schema(c: &AdapterConfig, cx: &mut Ctx<'_>) {
     match c.schema {
@@ -39,7 +67,7 @@ fn warn_schema(c: &AdapterConfig, cx: &mut Ctx<'_>) {
         Schema::MlxVlmLegacy => cx.warn(
             Code::LegacyConfig,
             None,
-            "mlx-vlm < 0.6 config: its `alpha` was the scale itself up to mlx-vlm 0.4.4 and alpha/rank from 0.5.0, so the intended scale is ambiguous".into(),
+            "mlx-vlm's legacy LoRaLayer config (`rank`, `alpha`, `dropout`; mlx-vlm 0.7.10 still writes it for `.A`/`.B` factors): its scale is alpha / rank (mlx-vlm up to 0.4.4 took alpha itself as the scale); stock mlx-lm cannot load it".into(),
         ),
         Schema::Unknown => cx.warn(
             Code::ConfigUnrecognised,

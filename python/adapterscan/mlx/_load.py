@@ -167,6 +167,7 @@ def load_adapters(
     report = _check(s, expected_modules(model))
     if strict and not report.ok:
         raise AdapterMismatchError(f"{s.path} does not fit the model", report)
+    _refuse_other_quantization(model, s, report)
     plan = _plan(model, s, report, scale)
     _warn_if_other_base(model, s)
     saved = _read(s, plan, verify_data=verify_data)
@@ -213,6 +214,34 @@ def _plan(model: nn.Module, s: Scan, report: Report, scale: float | None) -> _Pl
     peft = s.format == "peft"
     specs = _peft_specs(s, model, skip) if peft else _specs(s, scale, skip)
     return _Plan(peft, specs, full_tensors)
+
+
+def _refuse_other_quantization(model: nn.Module, s: Scan, report: Report) -> None:
+    """Refuse a model not quantized as mlx-vlm's ``base_quantization`` says.
+
+    The adapter was trained on a base quantized that way; mlx-vlm's loader quantizes a float base
+    so before loading, and on another base the outputs differ.
+    """
+    wanted = as_mapping((s.config or {}).get("base_quantization"))
+    if not wanted:
+        return
+    modules = dict(model.named_modules())
+    wrong = []
+    for path, q in wanted.items():
+        m = modules.get(path)
+        if m is None or not isinstance(q, dict):
+            continue  # a part of the VLM this model does not have
+        inner = getattr(m, "linear", None) or getattr(m, "embedding", None) or m
+        bits, group = getattr(inner, "bits", None), getattr(inner, "group_size", None)
+        if (bits, group) != (q.get("bits"), q.get("group_size")):
+            wrong.append(f"{path} ({'float' if bits is None else f'{bits}-bit'})")
+    if wrong:
+        raise AdapterMismatchError(
+            f"{s.path} was trained on a base quantized as its base_quantization says "
+            f"({len(wanted)} modules); quantize the model that way first (mlx-vlm's loader does) "
+            f"or its outputs differ; not so here: {', '.join(wrong[:5])}",
+            report,
+        )
 
 
 def _warn_if_other_base(model: nn.Module, s: Scan) -> None:

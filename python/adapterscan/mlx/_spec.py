@@ -88,14 +88,8 @@ def _module_scale(
     cfg_path = s.config_path or ""
     if recorded is None:
         if given is None:
-            hint = (
-                " (mlx-vlm < 0.6 stored `alpha`, which meant the scale up to 0.4.4 and "
-                "alpha/rank from 0.5.0)"
-                if s.config_schema == "mlx_vlm_legacy"
-                else ""
-            )
             raise config_error(
-                f"no scale for {path}: the adapter config does not record one{hint}; "
+                f"no scale for {path}: the adapter config does not record one; "
                 "pass scale= to load_adapters",
                 cfg_path,
                 "lora_parameters.scale",
