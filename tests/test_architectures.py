@@ -256,3 +256,68 @@ def test_experts_outside_switch_mlp_convert_both_ways(tmp_path: Path) -> None:
     stock_load(stock, str(tmp_path / "back"))
     stock.eval()
     assert mx.allclose(stock(tokens), want, atol=1e-4).item()
+
+
+@pytest.mark.parametrize("quantized", ["whole", "partly"])
+def test_quantized_bases_through_the_classes_and_the_headers(
+    tmp_path: Path, quantized: str
+) -> None:
+    """A base quantized by mlx-lm's quantize_model, wholly or partly (8-bit attention, routers
+    left float): the skeleton is quantized as its config says; both readings fit the adapter of
+    a model quantized the same way, and both find a rank-4 adapter's factors for the true widths."""
+    import mlx.nn as nn
+    from mlx_lm.utils import quantize_model
+
+    from producers import QWEN3_MOE
+
+    def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if quantized == "whole":
+            return hasattr(module, "to_quantized")
+        if path.endswith("mlp.gate"):
+            return False
+        if "self_attn" in path:
+            return {"group_size": 32, "bits": 8}
+        return hasattr(module, "to_quantized")
+
+    def make() -> tuple[Any, dict[str, Any]]:
+        return quantize_model(
+            build_model(QWEN3_MOE),
+            dict(QWEN3_MOE),
+            group_size=32,
+            bits=4,
+            quant_predicate=predicate,
+        )
+
+    base_model, config = make()
+    base = save_base(base_model, config, tmp_path / "base")
+    model, _ = make()
+    params = attach_lora(model, num_layers=2, rank=4, scale=10.0)
+    adapter = save_like_trainer(
+        model, tmp_path / "adapter", fine_tune_type="lora", num_layers=2, lora_parameters=params
+    )
+    for structure in ("auto", "headers"):
+        report = adapterscan.check(adapter, base, structure=structure)
+        assert (report.missing, report.unexpected, report.shape_mismatch) == ([], [], []), structure
+        assert report.ok, (structure, report.problems)
+    widths = {r[0]: r[2] for r in adapterscan.base_structure(base).targets()}
+    assert widths["model.layers.0.self_attn.q_proj"] == 64  # unpacked from its 8 or 4 bits
+    assert widths["model.layers.0.mlp.switch_mlp.up_proj"] == 64
+
+
+def test_another_expert_count_gives_exact_lists(tmp_path: Path) -> None:
+    from producers import QWEN3_MOE
+
+    model = build_model(QWEN3_MOE)
+    params = attach_lora(model, num_layers=2, rank=4, scale=10.0, keys=["mlp.switch_mlp.up_proj"])
+    adapter = save_like_trainer(
+        model, tmp_path / "adapter", fine_tune_type="lora", num_layers=2, lora_parameters=params
+    )
+    other = dict(QWEN3_MOE, num_experts=8)
+    base = save_base(build_model(other), other, tmp_path / "base")
+    report = adapterscan.check(adapter, base)
+    assert not report.ok
+    keys = sorted(m.key for m in report.shape_mismatch)
+    assert keys == [
+        f"model.layers.{i}.mlp.switch_mlp.up_proj.lora_{x}" for i in (0, 1) for x in "ab"
+    ]
+    assert all(m.expected[0] == 8 and m.saved[0] == 4 for m in report.shape_mismatch)
