@@ -170,3 +170,27 @@ def test_demo_builds_and_inspects_real_adapters(tmp_path: Path) -> None:
     moe = results[2]
     assert {m["num_experts"] for m in moe["modules"] if m["kind"] == "switch"} == {4}
     assert (tmp_path / "llama-lora" / "adapters.safetensors").exists()
+
+
+@pytest.mark.parametrize("name", ["q_proj[/]", "[link=https://example.com]x[/link]", "[bold]b"])
+def test_names_from_files_are_never_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("COLUMNS", "400")  # nothing folded: the name stays in one piece
+
+    from producers import save_numpy
+
+    save_numpy(
+        tmp_path / "adapters.safetensors",
+        {
+            f"model.layers.0.{name}.lora_a": np.zeros((8, 2), np.float32),
+            f"model.layers.0.{name}.lora_b": np.zeros((2, 8), np.float32),
+            f"model.{name}.weight": np.zeros((2,), np.float32),
+        },
+    )
+    assert main(["inspect", str(tmp_path), "--all"]) == 0
+    out = capsys.readouterr().out
+    assert name in out
+    assert "\x1b]8;" not in out  # no terminal hyperlink

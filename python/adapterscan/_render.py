@@ -91,8 +91,10 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
     )
     schema = result.config_schema
     out.print(
-        f"config {result.config_path or 'none'}"
-        + (f" ({schema}: {_config_summary(result.config)})" if schema else ""),
+        Text(
+            f"config {result.config_path or 'none'}"
+            + (f" ({schema}: {_config_summary(result.config)})" if schema else "")
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -117,8 +119,8 @@ def render_scan(result: Scan, *, show_all: bool = False, console: Console | None
         table.add_column(col, no_wrap=True, justify="right" if col in {"n", "rank"} else "left")
 
     def add(name: str, layers: str, count: int, m: Module | ModuleGroup) -> None:
-        row = [
-            name[len(prefix) :] or name,
+        row: list[str | Text] = [
+            Text(name[len(prefix) :] or name),
             layers,
             str(count),
             m.kind,
@@ -176,7 +178,8 @@ def render_problems(
                 ptable.add_row("", p.code, "", f"... and {rest} more (--all lists them)")
             continue
         style = "red" if p.severity == "error" else "yellow"
-        ptable.add_row(Text(p.severity, style=style), p.code, p.path or "", p.message)
+        # Paths and messages quote names from the files: never read as markup.
+        ptable.add_row(Text(p.severity, style=style), p.code, Text(p.path or ""), Text(p.message))
     out.print(ptable)
 
 
@@ -186,7 +189,7 @@ def _listing(title: str, items: list[str], out: Console, *, show_all: bool) -> N
     limit = len(items) if show_all else PROBLEMS_PER_CODE
     out.print(f"[bold]{title}[/] ({len(items)})", highlight=False)
     for item in items[:limit]:
-        out.print(f"  {item}", highlight=False, soft_wrap=True)
+        out.print(Text(f"  {item}"), highlight=False, soft_wrap=True)
     if len(items) > limit:
         out.print(f"  ... and {len(items) - limit} more (--all lists them)", highlight=False)
 
@@ -198,8 +201,11 @@ def render_report(
     out = console or Console()
     verdict = "[green]fits[/]" if report.ok else "[red]does not fit[/]"
     out.print(
-        f"{report.scan.path} -> {report.expected.source}: {verdict} "
-        f"({len(report.scan.modules)} adapter modules, {len(report.expected)} model modules)",
+        Text.assemble(
+            f"{report.scan.path} -> {report.expected.source}: ",
+            Text.from_markup(verdict),
+            f" ({len(report.scan.modules)} adapter modules, {len(report.expected)} model modules)",
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -235,7 +241,7 @@ def render_data(
         for path, norms in data.modules.items():
             m = norms.get("m")
             table.add_row(
-                path,
+                Text(path),
                 f"{norms['lora_a']:.4g}",
                 f"{norms['lora_b']:.4g}",
                 "-" if m is None else f"{m:.4g}",
