@@ -223,11 +223,15 @@ def test_fused_experts_for_transformers_5(tmp_path: Path) -> None:
 
 CONVERT_LOOP = """
 import sys
+from pathlib import Path
 import adapterscan.mlx as am
 src_a, src_b, dst = sys.argv[1:]
 n = 0
 while True:
-    am.convert_to_peft(src_a if n % 2 == 0 else src_b, dst)
+    # Over the previous output: forced, which keeps its files as backups (cleared here).
+    am.convert_to_peft(src_a if n % 2 == 0 else src_b, dst, force=True)
+    for old in Path(dst).glob("*.bak-*"):
+        old.unlink()
     n += 1
     print(n, flush=True)
 """

@@ -150,3 +150,56 @@ def test_load_with_a_nan_scale_is_refused(tmp_path: Path) -> None:
     save_adapters(model, tmp_path / "a")
     with pytest.raises(adapterscan.ConfigError, match="finite positive"):
         load_adapters(build_model(LLAMA), tmp_path / "a", scale=float("nan"))
+
+
+def _mlx_adapter(folder: Path, value: float = 1.0) -> Path:
+    import numpy as np
+
+    from producers import save_numpy
+
+    save_numpy(
+        folder / "adapters.safetensors",
+        {
+            "model.layers.0.self_attn.q_proj.lora_a": np.full((8, 2), value, np.float32),
+            "model.layers.0.self_attn.q_proj.lora_b": np.full((2, 8), value, np.float32),
+        },
+    )
+    cfg = {
+        "fine_tune_type": "lora",
+        "num_layers": 1,
+        "lora_parameters": {"rank": 2, "scale": 2.0, "dropout": 0.0},
+    }
+    (folder / "adapter_config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+@pytest.mark.mlx
+def test_convert_never_writes_over_an_adapter_unless_forced(tmp_path: Path) -> None:
+    from adapterscan.cli import main
+    from adapterscan.mlx import convert_to_peft
+
+    src = _mlx_adapter(tmp_path / "a")
+    before = _files(src)
+    # Onto itself: refused, nothing written.
+    assert main(["convert", str(src), str(src), "--to", "peft"]) == 2
+    assert _files(src) == before
+    # Into a folder holding another adapter: refused too.
+    other = _mlx_adapter(tmp_path / "b", value=2.0)
+    other_before = _files(other)
+    with pytest.raises(adapterscan.AdapterScanError, match="holds an adapter"):
+        convert_to_peft(src, other)
+    assert _files(other) == other_before
+    # Forced: the old adapter's files are kept beside as backups, the new one stands alone and is
+    # what the report describes.
+    s = convert_to_peft(src, other, force=True)
+    assert s.format == "peft"
+    assert s.files[0].path.endswith("adapter_model.safetensors")
+    names = sorted(p.name for p in other.iterdir())
+    assert "adapters.safetensors" not in names
+    backups = [n for n in names if ".bak-" in n]
+    assert sorted(b.split(".bak-")[0] for b in backups) == [
+        "adapter_config.json",
+        "adapters.safetensors",
+    ]
+    restored = {b.split(".bak-")[0]: (other / b).read_bytes() for b in backups}
+    assert restored == other_before

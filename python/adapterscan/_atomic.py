@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +134,16 @@ def _link_file(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def replace_files(target: Path, writers: Mapping[str, Callable[[Path], None]]) -> None:
+def replace_files(
+    target: Path,
+    writers: Mapping[str, Callable[[Path], None]],
+    *,
+    remove: Collection[str] = (),
+) -> None:
     """Write ``writers`` (file name -> function writing that file) into ``target`` atomically.
 
-    Other entries of an existing ``target`` are kept. Raises whatever a writer raises, leaving
-    ``target`` untouched.
+    Other entries of an existing ``target`` are kept, but those named in ``remove``. Raises
+    whatever a writer raises, leaving ``target`` untouched.
     """
     target = Path(os.path.abspath(target))
     if target.is_symlink() and target.is_dir():
@@ -161,6 +166,8 @@ def replace_files(target: Path, writers: Mapping[str, Callable[[Path], None]]) -
         if target.exists():
             shutil.copymode(target, stage)
             for entry in target.iterdir():
+                if entry.name in remove and entry.name not in writers:
+                    continue
                 if entry.name in writers:
                     with contextlib.suppress(OSError):
                         shutil.copymode(entry, stage / entry.name)

@@ -131,6 +131,7 @@ __all__ = [
     "compress_ranges",
     "dtypes",
     "hf_moe_block",
+    "is_adapter_file",
     "layouts",
     "mlx_moe_blocks",
     "natural_order",
@@ -413,3 +414,6 @@ def read_config_bytes(
     symlinks: Literal["follow", "inside", "refuse"] = "follow",
 ) -> bytes:
     """A JSON config file's bytes through the one opener (regular file, 16 MiB, symlink policy)."""
+
+def is_adapter_file(name: str) -> bool:
+    """Whether a file name is an adapter's own weights or shard index."""

@@ -196,7 +196,12 @@ def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     conv.add_argument("src", help="adapter folder to convert")
     conv.add_argument("dst", help="folder to write")
     conv.add_argument("--to", choices=["mlx", "peft"], required=True, help="target layout")
-    conv.add_argument("--base", metavar="BASE_DIR", help="base model folder (tied embeddings)")
+    conv.add_argument(
+        "--base",
+        metavar="BASE_DIR",
+        help="base model folder: module paths and tied embeddings from its classes; the output is "
+        "checked against it before anything is written",
+    )
     conv.add_argument(
         "--drop-embedding-copy",
         action="store_true",
@@ -208,6 +213,12 @@ def _add_convert(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default="fused",
         help="--to peft: MoE experts as transformers 5 fused parameters (target_parameters, the "
         "default) or as transformers 4 per-expert modules",
+    )
+    conv.add_argument(
+        "--force",
+        action="store_true",
+        help="write over a destination that holds an adapter (even the source), keeping its "
+        "files beside as NAME.bak-TIME",
     )
     conv.add_argument("--json", action="store_true", help="print the written adapter's scan")
 
@@ -308,10 +319,14 @@ def _convert(args: argparse.Namespace) -> int:
     from .mlx import convert_to_mlx, convert_to_peft
 
     if args.to == "peft":
-        result = convert_to_peft(args.src, args.dst, experts=args.experts)
+        result = convert_to_peft(args.src, args.dst, experts=args.experts, force=args.force)
     else:
         result = convert_to_mlx(
-            args.src, args.dst, base=args.base, drop_embedding_copy=args.drop_embedding_copy
+            args.src,
+            args.dst,
+            base=args.base,
+            drop_embedding_copy=args.drop_embedding_copy,
+            force=args.force,
         )
     if args.json:
         sys.stdout.write(result.to_json(pretty=True) + "\n")

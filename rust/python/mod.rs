@@ -36,8 +36,8 @@ mod _core {
     };
     #[pymodule_export]
     use super::rules::{
-        compress_ranges, dtypes, hf_moe_block, layouts, mlx_moe_blocks, natural_order,
-        per_expert_path, problem_codes, stacked_path, unpacked_width,
+        compress_ranges, dtypes, hf_moe_block, is_adapter_file, layouts, mlx_moe_blocks,
+        natural_order, per_expert_path, problem_codes, stacked_path, unpacked_width,
     };
     #[pymodule_export]
     use super::scan::{

@@ -89,3 +89,10 @@ pub fn hf_moe_block(block: &str) -> String {
 pub fn mlx_moe_blocks(block: &str) -> Vec<String> {
     crate::naming::experts::mlx_moe_blocks(block)
 }
+
+/// Whether a file name is an adapter's own weights or shard index (`adapters.safetensors`,
+/// `adapter_model.safetensors`, `weights.safetensors`, and their `.index.json`).
+#[pyfunction]
+pub fn is_adapter_file(name: &str) -> bool {
+    crate::naming::files::is_adapter_file(name)
+}

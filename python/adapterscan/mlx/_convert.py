@@ -14,17 +14,20 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from .._config_io import most_common
+from .._config_io import CONFIG_NAME, most_common
 from .._core import (
     PEFT_PREFIX,
     AdapterScanError,
     hf_moe_block,
+    is_adapter_file,
     per_expert_path,
     stacked_path,
 )
@@ -51,6 +54,42 @@ def _source(src: str | os.PathLike[str], fmt: str, what: str) -> Scan:
     return s
 
 
+def _destination(
+    s: Scan, dst: str | os.PathLike[str], *, force: bool
+) -> tuple[dict[str, bytes], list[str]]:
+    """Refuse to write over an adapter unless ``force``; then its files are kept as backups.
+
+    The destination must not be the source's folder, nor hold an adapter (its config or weights).
+    Forced, every adapter file there is set aside as ``<name>.bak-<time>`` in the same atomic
+    step, so the folder then holds the new adapter alone.
+
+    Returns:
+        The backups (name -> bytes) and the files they replace.
+
+    Raises:
+        AdapterScanError: The destination is the source or holds an adapter, and not ``force``.
+    """
+    target = Path(dst)
+    if not target.is_dir():
+        return {}, []
+    source = Path(s.path) if Path(s.path).is_dir() else Path(s.path).parent
+    same = os.path.samefile(source, target)
+    present = sorted(
+        p.name for p in target.iterdir() if p.name == CONFIG_NAME or is_adapter_file(p.name)
+    )
+    if not present:
+        return {}, []
+    if not force:
+        what = "the adapter being converted" if same else "an adapter"
+        raise AdapterScanError(
+            f"{target} holds {what} ({', '.join(present)}): nothing was written; choose another "
+            "destination, or force it (--force) to keep those files as backups"
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    backups = {f"{name}.bak-{stamp}": (target / name).read_bytes() for name in present}
+    return backups, present
+
+
 def _arrays(s: Scan) -> dict[str, Any]:
     """Every tensor of the adapter (MLX loads them lazily)."""
     arrays: dict[str, Any] = {}
@@ -71,6 +110,7 @@ def convert_to_mlx(
     *,
     base: str | os.PathLike[str] | None = None,
     drop_embedding_copy: bool = False,
+    force: bool = False,
 ) -> Scan:
     """Write a PEFT adapter as an adapter stock mlx-lm ``load_adapters`` loads with the same result.
 
@@ -89,11 +129,14 @@ def convert_to_mlx(
             embedding is tied, and the output is checked against it before anything is written.
         drop_embedding_copy: Leave out peft's copy of a targeted embedding
             (``base_layer.weight``); without it such an adapter is refused.
+        force: Write over a destination that holds an adapter (the source's included); its
+            files are kept beside as ``<name>.bak-<time>``. Without it, that is refused.
 
     Returns:
         The scan of the written adapter.
     """
     s = _source(src, "peft", "a PEFT adapter")
+    backups, replaced = _destination(s, dst, force=force)
     model, tied = _base_model(base)
     specs = _peft_specs(
         s, model, set(), drop_embedding_copy=drop_embedding_copy, tied=tied, live=False
@@ -110,7 +153,7 @@ def convert_to_mlx(
     scale = next(iter(scales)) if uniform else 1.0
     dropout = next((spec.dropout for spec in specs), 0.0)
     out_cfg = _mlx_config(s, specs, rank=r_max, scale=scale, dropout=dropout)
-    return _write(dst, weights, out_cfg)
+    return _write(dst, weights, out_cfg, backups=backups, remove=replaced)
 
 
 def _base_model(base: str | os.PathLike[str] | None) -> tuple[nn.Module | None, int | None]:
@@ -225,6 +268,7 @@ def convert_to_peft(
     dst: str | os.PathLike[str],
     *,
     experts: Literal["fused", "per-expert"] = "fused",
+    force: bool = False,
 ) -> Scan:
     """Write an mlx adapter in Hugging Face PEFT's layout (``adapter_model.safetensors``).
 
@@ -249,11 +293,16 @@ def convert_to_peft(
     common module, and ``rank_pattern``/``alpha_pattern`` (escaped full paths) for the others, so
     peft rebuilds every module with its own rank and scale (``lora_alpha = scale * r``).
 
+    With ``force``, a destination holding an adapter (the source's included) is written over,
+    its files kept beside as ``<name>.bak-<time>``; without it, that is refused.
+
     Raises:
         AdapterScanError: The adapter is not in mlx's layout, or holds what PEFT cannot (DoRA on
-            an embedding, layer-wrapped or list-valued factors).
+            an embedding, layer-wrapped or list-valued factors), or the destination holds an
+            adapter and ``force`` is not given.
     """
     s = _source(src, "mlx", "an mlx adapter")
+    backups, replaced = _destination(s, dst, force=force)
     specs = _specs(s, None, set())
     arrays = _arrays(s)
     weights, switches = _peft_weights(specs, arrays, experts)
@@ -264,7 +313,16 @@ def convert_to_peft(
     metadata = {"format": "pt"}
     if records:
         metadata[_FUSED_KEY] = json.dumps(records, sort_keys=True)
-    return _write_files(dst, PEFT_WEIGHTS_NAME, weights, metadata, config, ensure_ascii=True)
+    return _write_files(
+        dst,
+        PEFT_WEIGHTS_NAME,
+        weights,
+        metadata,
+        config,
+        ensure_ascii=True,
+        backups=backups,
+        remove=replaced,
+    )
 
 
 def _alpha(spec: _Spec) -> float:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +114,9 @@ def _write(
     path: str | os.PathLike[str],
     weights: dict[str, Any],
     cfg: dict[str, Any],
+    *,
+    backups: Mapping[str, bytes] | None = None,
+    remove: Collection[str] = (),
 ) -> Scan:
     ours = cfg["adapterscan"]
     metadata = {
@@ -124,7 +127,16 @@ def _write(
         "fine_tune_type": cfg["fine_tune_type"],
     }
     mx.eval(list(weights.values()))
-    return _write_files(path, WEIGHTS_NAME, weights, metadata, cfg, ensure_ascii=False)
+    return _write_files(
+        path,
+        WEIGHTS_NAME,
+        weights,
+        metadata,
+        cfg,
+        ensure_ascii=False,
+        backups=backups,
+        remove=remove,
+    )
 
 
 def _write_files(
@@ -135,6 +147,8 @@ def _write_files(
     cfg: dict[str, Any],
     *,
     ensure_ascii: bool,
+    backups: Mapping[str, bytes] | None = None,
+    remove: Collection[str] = (),
 ) -> Scan:
     """Write the weights file and ``adapter_config.json`` together, atomically; scan them.
 
@@ -145,6 +159,8 @@ def _write_files(
         metadata: The safetensors metadata.
         cfg: The config.
         ensure_ascii: See :func:`adapterscan._config_io.config_text`.
+        backups: Files to write beside them in the same step (name -> bytes).
+        remove: Entries of the folder that do not survive the step (set aside as ``backups``).
     """
 
     def write_weights(p: Path) -> None:
@@ -152,7 +168,17 @@ def _write_files(
 
     target = Path(path)
     write_config = config_writer(cfg, ensure_ascii=ensure_ascii)
-    replace_files(target, {weights_name: write_weights, CONFIG_NAME: write_config})
+    writers: dict[str, Callable[[Path], None]] = {
+        weights_name: write_weights,
+        CONFIG_NAME: write_config,
+    }
+    for name, data in (backups or {}).items():
+
+        def write_backup(p: Path, data: bytes = data) -> None:
+            p.write_bytes(data)
+
+        writers[name] = write_backup
+    replace_files(target, writers, remove=remove)
     return scan(target)
 
 
