@@ -203,3 +203,40 @@ def test_convert_never_writes_over_an_adapter_unless_forced(tmp_path: Path) -> N
     ]
     restored = {b.split(".bak-")[0]: (other / b).read_bytes() for b in backups}
     assert restored == other_before
+
+
+@pytest.mark.mlx
+@pytest.mark.parametrize("fault", ["oserror", "mlx"])
+def test_a_full_disk_is_a_typed_error_and_the_adapter_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """ENOSPC while the weights are written (fault injection: a tmpfs cannot be mounted here):
+    a SaveError naming the cause, exit 2 with one line from the command line, nothing changed."""
+    import errno
+
+    import mlx.core as mx
+
+    from adapterscan.cli import main
+    from adapterscan.mlx import save_adapters
+    from producers import LLAMA, attach_lora, build_model
+
+    model = build_model(LLAMA)
+    attach_lora(model, num_layers=2)
+    save_adapters(model, tmp_path / "a")
+    before = _files(tmp_path / "a")
+    real = mx.save_safetensors
+
+    def full(path: str, *args: Any, **kwargs: Any) -> None:
+        real(path, *args, **kwargs)  # a partial file in the staging folder, then the failure
+        if fault == "oserror":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        raise RuntimeError("[save_safetensors] Unable to write to file")
+
+    monkeypatch.setattr(mx, "save_safetensors", full)
+    with pytest.raises(adapterscan.SaveError, match="unchanged"):
+        save_adapters(model, tmp_path / "a")
+    assert _files(tmp_path / "a") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+    _mlx_adapter(tmp_path / "src")
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out"), "--to", "peft"]) == 2
+    assert not (tmp_path / "out").exists()

@@ -178,7 +178,15 @@ def _write_files(
             p.write_bytes(data)
 
         writers[name] = write_backup
-    replace_files(target, writers, remove=remove)
+    try:
+        replace_files(target, writers, remove=remove)
+    except (OSError, RuntimeError) as e:
+        # A full disk, a read-only or vanished folder: nothing was swapped in (mlx reports a
+        # failed write as a RuntimeError).
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise SaveError(
+            f"{target} could not be written ({reason}): the adapter there is unchanged"
+        ) from e
     return scan(target)
 
 
