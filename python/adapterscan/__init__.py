@@ -45,7 +45,13 @@ from ._core import (
     dtypes,
 )
 from ._scan import Scan, TensorInfo, scan
-from .errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning, SaveError
+from .errors import (
+    AdapterDataError,
+    AdapterMismatchError,
+    BaseMismatchWarning,
+    PartialLoadWarning,
+    SaveError,
+)
 
 TYPE_CHECKING = False  # `typing` is for type checkers only: it slows the command line's start-up
 if TYPE_CHECKING:
@@ -81,6 +87,7 @@ __all__ = [
     "NoAdapterError",
     "NotRegularFileError",
     "OffsetError",
+    "PartialLoadWarning",
     "PathEscapeError",
     "Problem",
     "Report",

@@ -72,6 +72,10 @@ class BaseMismatchWarning(UserWarning):
     """The adapter was saved from a base of another structure (e.g. 4-bit vs float weights)."""
 
 
+class PartialLoadWarning(UserWarning):
+    """``load_adapters(strict=False)`` left out modules the report faults (it names them)."""
+
+
 def config_error(message: str, path: str = "", field: str | None = None) -> ConfigError:
     """A ConfigError carrying the same attributes as the native ones."""
     err = ConfigError(message)

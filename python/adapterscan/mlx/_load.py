@@ -24,7 +24,12 @@ from .._check import check as _check
 from .._config_io import as_mapping, given_scale
 from .._core import AdapterScanError
 from .._scan import Scan, scan
-from ..errors import AdapterDataError, AdapterMismatchError, BaseMismatchWarning
+from ..errors import (
+    AdapterDataError,
+    AdapterMismatchError,
+    BaseMismatchWarning,
+    PartialLoadWarning,
+)
 from ._live import _is_adapter_param, _join, _switch_classes, base_fingerprint, expected_modules
 from ._peft import _peft_pairs, _peft_specs
 from ._spec import _Spec, _specs
@@ -169,7 +174,9 @@ def load_adapters(
         raise AdapterMismatchError(f"{s.path} does not fit the model", report)
     _refuse_other_quantization(model, s, report)
     plan = _plan(model, s, report, scale)
-    _warn_if_other_base(model, s)
+    _warn_if_other_base(model, s, report)
+    if not strict:
+        _warn_if_partial(s, plan)
     saved = _read(s, plan, verify_data=verify_data)
     wrappers = _bind(model, s, plan, saved)
     _freeze(model, plan, wrappers)
@@ -244,15 +251,30 @@ def _refuse_other_quantization(model: nn.Module, s: Scan, report: Report) -> Non
         )
 
 
-def _warn_if_other_base(model: nn.Module, s: Scan) -> None:
+def _warn_if_other_base(model: nn.Module, s: Scan, report: Report) -> None:
     """A :class:`BaseMismatchWarning` (at the caller of ``load_adapters``) for another base."""
     recorded = as_mapping((s.config or {}).get("adapterscan")).get("base_fingerprint")
     if isinstance(recorded, str) and recorded != base_fingerprint(model):
+        fit = "its tensors fit, but " if report.ok else ""
         warnings.warn(
             f"{s.path} was saved from a base of another structure (parameter names, shapes or "
-            "dtypes differ: e.g. a 4-bit base and a float one); its tensors fit, but the "
-            "outputs may differ from the trained model's",
+            f"dtypes differ: e.g. a 4-bit base and a float one); {fit}the outputs may differ "
+            "from the trained model's",
             BaseMismatchWarning,
+            stacklevel=3,
+        )
+
+
+def _warn_if_partial(s: Scan, plan: _Plan) -> None:
+    """With ``strict=False``, say what was bound and what was left out (at the caller)."""
+    bound = {spec.path for spec in plan.specs}
+    skipped = [p for p in s.modules if p not in bound]
+    if skipped:
+        warnings.warn(
+            f"{s.path}: loaded {len(bound)} of {len(s.modules)} modules; skipped, as the report "
+            f"faults them: {', '.join(skipped[:10])}"
+            + (f", and {len(skipped) - 10} more" if len(skipped) > 10 else ""),
+            PartialLoadWarning,
             stacklevel=3,
         )
 
