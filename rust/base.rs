@@ -434,9 +434,6 @@ fn read_part<'h>(
         let Some(path) = t.name.strip_suffix(".weight") else {
             continue;
         };
-        if never_wrapped(widths.model_type, path) {
-            continue;
-        }
         let shape = t.info.shape.as_slice();
         let quantized = !scales.is_empty() && scales.contains(path);
         if shape.len() == 2 && stack {
@@ -452,6 +449,10 @@ fn read_part<'h>(
                 part.experts[index].push((e, ([shape[0], shape[1]], quantized, path)));
                 continue;
             }
+        }
+        // After the per-expert weights (never one of these): a few string tests per module.
+        if never_wrapped(widths.model_type, path) {
+            continue;
         }
         match shape.len() {
             2 => {

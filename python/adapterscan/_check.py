@@ -189,10 +189,13 @@ def check(
         AdapterScanError: When the adapter or the base cannot be read.
     """
     if not isinstance(base, ExpectedModules) and structure != "headers" and _can_build():
-        # The adapter's own errors come first, as when both sides are read together.
-        if not isinstance(adapter, Scan):
-            adapter = scan(adapter, config=config, read_config=read_config, symlinks=symlinks)
-        built = _built(base, structure)
+        try:
+            built = _built(base, structure)
+        except AdapterScanError:
+            # The adapter's own errors come first, as when both sides are read together.
+            if not isinstance(adapter, Scan):
+                scan(adapter, config=config, read_config=read_config, symlinks=symlinks)
+            raise
         if built is not None:
             base = built
     elif structure == "model" and not isinstance(base, ExpectedModules):
