@@ -179,6 +179,12 @@ fn finish_scan(
         .iter()
         .map(|&i| views[i].name)
         .collect();
+    let saved: Vec<(PathBuf, Option<&BTreeMap<String, String>>)> = files
+        .iter()
+        .map(|f: &FileSummary| (f.path.clone(), f.metadata.as_ref()))
+        .collect();
+    crate::rules::save_id::check_save_ids(config.as_ref(), &saved, &mut problems);
+    drop(saved);
     let verdict = judge(
         config.as_ref(),
         opts.config != ConfigSource::Skip,

@@ -51,6 +51,7 @@ from .errors import (
     BaseMismatchWarning,
     PartialLoadWarning,
     SaveError,
+    TornReadError,
 )
 
 TYPE_CHECKING = False  # `typing` is for type checkers only: it slows the command line's start-up
@@ -101,6 +102,7 @@ __all__ = [
     "TensorInfo",
     "TensorSizeError",
     "TooManyTensorsError",
+    "TornReadError",
     "UnknownDtypeError",
     "__version__",
     "base_structure",

@@ -76,6 +76,7 @@ _Code: TypeAlias = Literal[
     "peft_monteclora",
     "peft_velora",
     "peft_base_changing_init",
+    "torn_save",
     "unreferenced_shard",
     "index_total_size_mismatch",
     "model_in_adapter_folder",

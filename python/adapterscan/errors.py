@@ -68,6 +68,12 @@ class SaveError(AdapterScanError, ValueError):
     code = "save_error"
 
 
+class TornReadError(AdapterScanError):
+    """An adapter's files changed while they were read (another process saved over them)."""
+
+    code = "torn_read"
+
+
 class BaseMismatchWarning(UserWarning):
     """The adapter was saved from a base of another structure (e.g. 4-bit vs float weights)."""
 

@@ -151,6 +151,9 @@ codes! {
     PeftVelora = "peft_velora", Error, "VeLoRA (`velora_config`): input grouped through an extra embedding";
     PeftBaseChangingInit = "peft_base_changing_init", Warning,
         "PiSSA, OLoRA, CorDA, LoftQ or LoRA-GA initialisation: right only on the base it modified";
+    // Saves.
+    TornSave = "torn_save", Error,
+        "the config and the weights (or two weights files) come from two saves: a torn read";
     // Shards.
     UnreferencedShard = "unreferenced_shard", Warning,
         "a `.safetensors` in the folder the index does not name";

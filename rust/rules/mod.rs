@@ -22,6 +22,7 @@ pub mod index;
 mod mlx_config;
 mod peft_config;
 mod peft_variants;
+pub mod save_id;
 mod tensors;
 
 pub use format::Format;

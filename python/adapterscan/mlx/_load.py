@@ -11,6 +11,7 @@ config helpers and errors.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -29,6 +30,7 @@ from ..errors import (
     AdapterMismatchError,
     BaseMismatchWarning,
     PartialLoadWarning,
+    TornReadError,
 )
 from ._live import _is_adapter_param, _join, _switch_classes, base_fingerprint, expected_modules
 from ._peft import _peft_pairs, _peft_specs
@@ -168,7 +170,7 @@ def load_adapters(
         AdapterScanError: The files cannot be read (a subclass naming the cause).
     """
     scale = given_scale(scale)
-    s = scan(path)
+    s = _untorn_scan(path)
     report = _check(s, expected_modules(model))
     if strict and not report.ok:
         raise AdapterMismatchError(f"{s.path} does not fit the model", report)
@@ -181,6 +183,24 @@ def load_adapters(
     wrappers = _bind(model, s, plan, saved)
     _freeze(model, plan, wrappers)
     return (model, report) if return_report else model
+
+
+#: The safetensors metadata key of adapterscan's save id (also in the config).
+SAVE_ID_KEY = "adapterscan_save_id"
+
+
+def _untorn_scan(path: str | os.PathLike[str], attempts: int = 5) -> Scan:
+    """A scan whose files all come from one save.
+
+    A scan that read a folder while another process replaced it (``torn_save``) is taken again,
+    a bounded number of times; the last one's error then stands.
+    """
+    for attempt in range(attempts):
+        s = scan(path)
+        if not any(p.code == "torn_save" for p in s.problems):
+            return s
+        time.sleep(0.005 * 2**attempt)
+    return s
 
 
 class _Plan(NamedTuple):
@@ -286,7 +306,16 @@ def _read(s: Scan, plan: _Plan, *, verify_data: bool) -> dict[str, Any]:
     for f in s.files:
         if wanted.isdisjoint(_file_keys(s, f.path)):
             continue
-        arrays: Any = mx.load(f.path)
+        loaded: Any = mx.load(f.path, return_metadata=True)
+        arrays: dict[str, Any] = loaded[0]
+        metadata: dict[str, str] = loaded[1]
+        scanned = (f.metadata or {}).get(SAVE_ID_KEY)
+        if metadata.get(SAVE_ID_KEY) != scanned:
+            # Another save replaced the folder between the scan and this read.
+            raise TornReadError(
+                f"{f.path} changed between the scan and the read (save "
+                f"{metadata.get(SAVE_ID_KEY)} instead of {scanned}); load again"
+            )
         saved.update({k: v for k, v in arrays.items() if k in wanted})
     if verify_data:
         bad = [k for k, v in saved.items() if not bool(mx.all(mx.isfinite(v)).item())]
