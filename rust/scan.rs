@@ -480,4 +480,32 @@ mod tests {
             .message
             .contains("model.safetensors, model.safetensors.index.json"));
     }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_index_linked_out_of_the_folder_is_refused_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let (outside, folder) = (dir.path().join("outside"), dir.path().join("a"));
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&folder).unwrap();
+        write_st(&folder, "adapters.safetensors", PAIR);
+        let index = outside.join("adapters.safetensors.index.json");
+        let map: Vec<String> = PAIR
+            .iter()
+            .map(|(n, _, _)| format!("\"{n}\":\"adapters.safetensors\""))
+            .collect();
+        std::fs::write(&index, format!("{{\"weight_map\":{{{}}}}}", map.join(","))).unwrap();
+        std::os::unix::fs::symlink(&index, folder.join("adapters.safetensors.index.json")).unwrap();
+        // Followed by default (the Hugging Face cache links every file)...
+        assert!(scan(&folder, &ScanOptions::default()).is_ok());
+        // ...refused when links must stay inside the folder.
+        let inside = ScanOptions {
+            limits: crate::read::open::Limits {
+                symlinks: SymlinkPolicy::Inside,
+                ..crate::read::open::Limits::default()
+            },
+            ..ScanOptions::default()
+        };
+        assert_eq!(scan(&folder, &inside).unwrap_err().code(), "path_escape");
+    }
 }

@@ -65,7 +65,7 @@ pub(crate) fn read_plans(plans: &[ReadPlan<'_>]) -> Vec<Vec<Read>> {
         let plan = &plans[p];
         match task {
             Task::File(i) => Read::Header(i, plan.read(&plan.files[i])),
-            Task::Index(index) => Read::Index(read_index(index, plan.limits)),
+            Task::Index(index) => Read::Index(plan.read_index(index)),
         }
     });
     let mut out: Vec<Vec<Read>> = plans.iter().map(|_| Vec::new()).collect();
@@ -76,6 +76,15 @@ pub(crate) fn read_plans(plans: &[ReadPlan<'_>]) -> Vec<Vec<Read>> {
 }
 
 impl ReadPlan<'_> {
+    /// The shard index, refused (with `SymlinkPolicy::Inside`) when it is really outside the
+    /// folder, as any shard would be.
+    fn read_index(&self, index: &Path) -> Result<ShardIndex> {
+        if self.confine {
+            check_inside(self.folder, index)?;
+        }
+        read_index(index, self.limits)
+    }
+
     fn read(&self, file: &Path) -> Result<Header> {
         if self.confine {
             check_inside(self.folder, file)?;
@@ -113,7 +122,7 @@ impl ReadPlan<'_> {
             }
         }
         // The index was read with the rest; the fallback only spares an unwrap.
-        let index = index.unwrap_or_else(|| read_index(index_path, self.limits))?;
+        let index = index.unwrap_or_else(|| self.read_index(index_path))?;
         let files = index
             .shard_names()
             .iter()
