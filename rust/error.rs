@@ -140,6 +140,9 @@ pub enum ScanError {
     /// More tensors in one header than the configured limit.
     #[error("{}: too many tensors: more than the limit of {limit}", path.display())]
     TooManyTensors { path: PathBuf, limit: usize },
+    /// The file at a path is not the one that was scanned (replaced, or a link swapped in).
+    #[error("{}: the file changed after it was scanned (replaced, rewritten or truncated); scan it again", path.display())]
+    FileReplaced { path: PathBuf },
     /// The file changed size while it was being read.
     #[error("{}: the file changed while it was read ({before} bytes, then {after})", path.display())]
     FileChanged {
@@ -200,7 +203,7 @@ impl ScanError {
             Self::Offsets { .. } => "invalid_offsets",
             Self::IncompleteFile { .. } => "incomplete_file",
             Self::TooManyTensors { .. } => "too_many_tensors",
-            Self::FileChanged { .. } => "file_changed",
+            Self::FileChanged { .. } | Self::FileReplaced { .. } => "file_changed",
             Self::ShardIndex { .. } => "invalid_shard_index",
             Self::PathEscape { .. } => "path_escape",
             Self::ShardMismatch { .. } => "shard_mismatch",
@@ -230,6 +233,7 @@ impl ScanError {
             | Self::IncompleteFile { path, .. }
             | Self::TooManyTensors { path, .. }
             | Self::FileChanged { path, .. }
+            | Self::FileReplaced { path }
             | Self::ShardIndex { path, .. }
             | Self::PathEscape { path, .. }
             | Self::ShardMismatch { path, .. }

@@ -37,6 +37,8 @@ pub struct FileSummary {
     pub data_bytes: u64,
     /// `__metadata__`.
     pub metadata: Option<BTreeMap<String, String>>,
+    /// What the file was when it was read (checked again by the data pass).
+    pub identity: crate::read::open::Identity,
 }
 
 /// Everything known about an adapter after a scan.
@@ -246,6 +248,7 @@ fn summarize(headers: Vec<Header>) -> (Vec<FileSummary>, Tensors) {
             tensor_count: h.tensors.len(),
             data_bytes: h.data_bytes(),
             metadata: h.metadata.clone(),
+            identity: h.identity,
         });
         lists.push((h.names, h.tensors));
     }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::error::{Result, ScanError};
 use crate::read::dtype::Dtype;
+use crate::read::open::{open_regular, Identity, Limits};
 use crate::scan::Scan;
 
 /// What the data of one tensor holds.
@@ -47,6 +48,8 @@ pub struct Task {
     pub len: u64,
     /// Its dtype.
     pub dtype: Dtype,
+    /// What the file was when it was scanned.
+    pub identity: crate::read::open::Identity,
 }
 
 /// The tasks of a scan, grouped into batches of about `batch_bytes` each.
@@ -62,6 +65,7 @@ pub fn plan(scan: &Scan, batch_bytes: u64) -> Vec<Vec<Task>> {
             offset: 8 + file.header_bytes + t.begin,
             len: t.nbytes(),
             dtype: t.dtype,
+            identity: file.identity,
         });
         size += t.nbytes();
         if size >= batch_bytes {
@@ -102,7 +106,15 @@ fn stats_of(task: &Task) -> Result<TensorStats> {
     };
     let mut acc = Acc::default();
     if let Some(decode) = decode {
-        let file = File::open(&task.path).map_err(|e| ScanError::io(&task.path, e))?;
+        // The one opener (a regular file only: a FIFO swapped in is refused, never waited on),
+        // and the file must be the one scanned.
+        let (file, _) = open_regular(&task.path, &Limits::default())?;
+        let meta = file.metadata().map_err(|e| ScanError::io(&task.path, e))?;
+        if Identity::of(&meta) != task.identity {
+            return Err(ScanError::FileReplaced {
+                path: task.path.clone(),
+            });
+        }
         let mut buf = vec![0u8; CHUNK.min(usize::try_from(task.len).unwrap_or(CHUNK))];
         let mut done = 0u64;
         while done < task.len {

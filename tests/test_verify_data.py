@@ -88,7 +88,7 @@ def test_file_truncated_after_the_scan(tmp_path: Path) -> None:
     path = tmp_path / "adapters.safetensors"
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size - 64)
-    with pytest.raises(adapterscan.AdapterFileError):
+    with pytest.raises(adapterscan.FileChangedError, match="changed after it was scanned"):
         adapterscan.verify_data(s)
 
 
@@ -120,3 +120,33 @@ def test_untrained_mlx_lm_adapter_is_flagged(tmp_path: Path) -> None:
     assert report.modules["model.layers.3.self_attn.q_proj"]["lora_b"] == pytest.approx(
         want, rel=1e-6
     )
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("swap", ["other-file", "fifo", "outside-link"])
+def test_a_file_swapped_after_the_scan_is_refused(tmp_path: Path, swap: str) -> None:
+    """The data pass reopens each file through the one opener and checks it is the one scanned
+    (device, inode, size, mtime): a replacement is a FileChangedError, a FIFO never blocks."""
+    import os
+
+    import numpy as np
+
+    from producers import save_numpy
+
+    tensors = {
+        "model.layers.0.q.lora_a": np.ones((8, 2), np.float32),
+        "model.layers.0.q.lora_b": np.ones((2, 8), np.float32),
+    }
+    weights = save_numpy(tmp_path / "a" / "adapters.safetensors", tensors)
+    s = adapterscan.scan(tmp_path / "a", read_config=False)
+    weights.unlink()
+    if swap == "other-file":
+        save_numpy(weights, tensors)  # same bytes, another file
+    elif swap == "fifo":
+        os.mkfifo(weights)
+    else:
+        outside = save_numpy(tmp_path / "outside.safetensors", tensors)
+        weights.symlink_to(outside)
+    expected = adapterscan.NotRegularFileError if swap == "fifo" else adapterscan.FileChangedError
+    with pytest.raises(expected):
+        adapterscan.verify_data(s)

@@ -180,7 +180,9 @@ pub(crate) fn to_pyerr(py: Python<'_>, e: &ScanError) -> PyErr {
         ScanError::Offsets { .. } => OffsetError::new_err(msg),
         ScanError::IncompleteFile { .. } => IncompleteFileError::new_err(msg),
         ScanError::TooManyTensors { .. } => TooManyTensorsError::new_err(msg),
-        ScanError::FileChanged { .. } => FileChangedError::new_err(msg),
+        ScanError::FileChanged { .. } | ScanError::FileReplaced { .. } => {
+            FileChangedError::new_err(msg)
+        }
         ScanError::ShardIndex { .. } => ShardIndexError::new_err(msg),
         ScanError::ShardMismatch { .. } => ShardMismatchError::new_err(msg),
         ScanError::PathEscape { .. } => PathEscapeError::new_err(msg),

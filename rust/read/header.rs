@@ -18,7 +18,7 @@ use serde::Deserializer as _;
 use crate::error::{OffsetViolation, Result, ScanError};
 use crate::read::dtype::Dtype;
 use crate::read::fast::Parsed;
-use crate::read::open::{open_regular, Limits};
+use crate::read::open::{open_regular, Identity, Limits};
 use crate::read::table::{Names, Shape, Tensor, TensorInfo};
 
 /// A parsed and validated header.
@@ -39,6 +39,8 @@ pub struct Header {
     /// [`name_hash`] of every name, when the duplicate check needed them (empty when
     /// the names were in order): other files' names are compared with them.
     pub(crate) name_hashes: Vec<u64>,
+    /// What the file was when its header was read (default for bytes parsed from memory).
+    pub identity: Identity,
 }
 
 impl Header {
@@ -116,7 +118,8 @@ pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
         let bytes = &mut buf[at..at + n_usize];
         file.read_exact(bytes)
             .map_err(|e| read_error(path, size, e))?;
-        let after = file.metadata().map_err(|e| ScanError::io(path, e))?.len();
+        let meta = file.metadata().map_err(|e| ScanError::io(path, e))?;
+        let after = meta.len();
         if after != size {
             return Err(ScanError::FileChanged {
                 path: path.to_path_buf(),
@@ -124,7 +127,10 @@ pub fn read_header(path: &Path, limits: &Limits) -> Result<Header> {
                 after,
             });
         }
-        let parsed = parse_header(path, bytes, size, limits);
+        let parsed = parse_header(path, bytes, size, limits).map(|mut h| {
+            h.identity = Identity::of(&meta);
+            h
+        });
         if buf.capacity() > MAX_KEPT_BUFFER {
             *buf = Vec::new();
         }
@@ -189,6 +195,7 @@ pub fn parse_header(path: &Path, buf: &[u8], file_size: u64, limits: &Limits) ->
         tensors,
         names,
         name_hashes: Vec::new(),
+        identity: Identity::default(),
     };
     validate(&mut header, limits)?;
     Ok(header)

@@ -60,6 +60,40 @@ impl Default for Limits {
     }
 }
 
+/// What a file was when it was read: device, inode, size and modification time (the size
+/// alone where the platform has no inode). A later read compares it, so a file replaced in the
+/// meantime (by another save, or by a link) is refused instead of read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+}
+
+impl Identity {
+    /// The identity of an open file's metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Self {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                size: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Self {
+                size: meta.len(),
+                ..Self::default()
+            }
+        }
+    }
+}
+
 /// Open `path` for reading without blocking and check, before any read, that it is a regular file.
 pub(crate) fn open_regular(path: &Path, limits: &Limits) -> Result<(File, u64)> {
     let mut opts = std::fs::OpenOptions::new();
