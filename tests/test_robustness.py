@@ -111,8 +111,35 @@ def test_threads_agree(tmp_path: Path) -> None:
     assert all(r == reference for r in results)
 
 
+def _big_header(folder: Path, n: int) -> Path:
+    """One PEFT file of 2n tiny per-expert factors: a scan of tens of milliseconds."""
+    entries: dict[str, object] = {}
+    offset = 0
+    for i in range(n):
+        for leaf in ("lora_A", "lora_B"):
+            name = f"base_model.model.model.layers.{i // 64}.mlp.experts.{i % 64}.up_proj.{leaf}"
+            entries[f"{name}.weight"] = {
+                "dtype": "F32",
+                "shape": [1, 1],
+                "data_offsets": [offset, offset + 4],
+            }
+            offset += 4
+    body = json.dumps(entries).encode()
+    path = folder / "adapter_model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(body)) + body + b"\0" * offset)
+    return path
+
+
 def test_scan_releases_the_gil(tmp_path: Path) -> None:
-    folder = many_shards(tmp_path, shards=8, layers=48)
+    """Another Python thread keeps running while the core scans. Measured over the native call
+    alone: the other thread's progress during a scan, as a share of its progress per second
+    when this thread sleeps. Released, the share is near 1 (0.8-1.0 here); held, the other
+    thread runs only at the switch points around the call (0.12-0.15 here, for a scan of about
+    35 ms holding the GIL)."""
+    from adapterscan import _core
+
+    path = _big_header(tmp_path, 100_000)
+    _core.scan(path, read_config=False)
     ticks = 0
     stop = threading.Event()
 
@@ -121,20 +148,21 @@ def test_scan_releases_the_gil(tmp_path: Path) -> None:
         while not stop.is_set():
             ticks += 1
 
-    scans = 0
     t = threading.Thread(target=count)
     t.start()
     try:
-        start = time.perf_counter()
-        during = 0
-        while time.perf_counter() - start < 1.0:
+        time.sleep(0.05)
+        before = ticks
+        time.sleep(0.2)
+        rate = (ticks - before) / 0.2
+        shares = []
+        for _ in range(5):
             before = ticks
-            adapterscan.scan(folder)
-            during += ticks - before
-            scans += 1
+            start = time.perf_counter()
+            _core.scan(path, read_config=False)
+            elapsed = time.perf_counter() - start
+            shares.append((ticks - before) / (rate * elapsed))
     finally:
         stop.set()
         t.join()
-    # With the GIL held for the whole scan, the counter would advance only between scans.
-    assert scans > 0
-    assert during > 1000
+    assert max(shares) > 0.5, shares
