@@ -93,6 +93,7 @@ _Code: TypeAlias = Literal[
 
 __all__ = [
     "PEFT_PREFIX",
+    "SAVE_ID_KEY",
     "AdapterFileError",
     "AdapterScanError",
     "CheckResult",
@@ -147,6 +148,7 @@ __all__ = [
 
 __version__: str
 PEFT_PREFIX: str
+SAVE_ID_KEY: str
 
 class AdapterScanError(Exception):
     """Base class of every error adapterscan raises.

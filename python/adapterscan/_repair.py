@@ -14,7 +14,7 @@ from typing import Any
 from ._atomic import replace_files
 from ._check import read_base
 from ._config_io import CONFIG_NAME, as_mapping, config_writer, given_scale, most_common
-from ._core import AdapterScanError, Module, read_config_bytes
+from ._core import SAVE_ID_KEY, AdapterScanError, Module, read_config_bytes
 from ._scan import Scan, scan
 from .errors import config_error
 
@@ -179,7 +179,7 @@ def _repaired_config(
         **previous,
         "schema_version": 1,
         "kind": previous.get("kind", "lora"),
-        "save_id": meta.get("adapterscan_save_id", previous.get("save_id")),
+        "save_id": meta.get(SAVE_ID_KEY, previous.get("save_id")),
         "modules": entries,
         "repaired": True,
     }

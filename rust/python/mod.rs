@@ -49,6 +49,7 @@ mod _core {
         use pyo3::prelude::*;
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
         m.add("PEFT_PREFIX", super::rules::PEFT_PREFIX)?;
+        m.add("SAVE_ID_KEY", crate::rules::save_id::METADATA_KEY)?;
         Ok(())
     }
 }

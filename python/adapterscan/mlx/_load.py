@@ -23,7 +23,7 @@ from mlx.utils import tree_flatten
 from .._check import Report
 from .._check import check as _check
 from .._config_io import as_mapping, given_scale
-from .._core import AdapterScanError
+from .._core import SAVE_ID_KEY, AdapterScanError
 from .._scan import Scan, scan
 from ..errors import (
     AdapterDataError,
@@ -183,10 +183,6 @@ def load_adapters(
     wrappers = _bind(model, s, plan, saved)
     _freeze(model, plan, wrappers)
     return (model, report) if return_report else model
-
-
-#: The safetensors metadata key of adapterscan's save id (also in the config).
-SAVE_ID_KEY = "adapterscan_save_id"
 
 
 def _untorn_scan(path: str | os.PathLike[str], attempts: int = 5) -> Scan:

@@ -22,6 +22,7 @@ from mlx.utils import tree_flatten
 
 from .._atomic import replace_files
 from .._config_io import CONFIG_NAME, config_writer, most_common
+from .._core import SAVE_ID_KEY
 from .._scan import Scan, natural_sorted, scan
 from ..errors import SaveError
 from ._live import (
@@ -122,7 +123,7 @@ def _write(
     metadata = {
         "format": "mlx",
         "adapterscan_schema": str(SCHEMA_VERSION),
-        "adapterscan_save_id": ours["save_id"],
+        SAVE_ID_KEY: ours["save_id"],
         "base_fingerprint": str(ours.get("base_fingerprint") or ""),
         "fine_tune_type": cfg["fine_tune_type"],
     }
