@@ -142,7 +142,10 @@ pub(crate) struct PendingBase<'l> {
 impl<'l> PendingBase<'l> {
     pub(crate) fn new(folder: &Path, limits: &'l Limits) -> Result<Self> {
         let config_path = folder.join("config.json");
-        let config: Value = if config_path.exists() {
+        let config: Value = if std::fs::symlink_metadata(&config_path).is_ok() {
+            if limits.symlinks == crate::read::open::SymlinkPolicy::Inside {
+                crate::read::open::check_inside(folder, &config_path)?;
+            }
             let bytes = read_small_file(&config_path, limits, "model config")?;
             serde_json::from_slice(&bytes).map_err(|e| ScanError::Config {
                 path: config_path.clone(),
@@ -217,8 +220,8 @@ impl<'l> PendingBase<'l> {
             Severity::Warning,
             None,
             "the base's modules were read from its safetensors headers, not built with mlx-lm's \
-             classes (MLX is not installed, or mlx-lm cannot build this model from config.json): a \
-             weight mlx-lm never wraps may be taken for a module it wraps"
+             classes (as asked, or MLX is not installed, or mlx-lm cannot build this model from \
+             config.json): a weight mlx-lm never wraps may be taken for a module it wraps"
                 .into(),
         ));
         let mut expected = build_targets(

@@ -321,3 +321,27 @@ def test_another_expert_count_gives_exact_lists(tmp_path: Path) -> None:
         f"model.layers.{i}.mlp.switch_mlp.up_proj.lora_{x}" for i in (0, 1) for x in "ab"
     ]
     assert all(m.expected[0] == 8 and m.saved[0] == 4 for m in report.shape_mismatch)
+
+
+def test_a_base_config_without_model_type_falls_back_to_the_headers(tmp_path: Path) -> None:
+    _, base, adapter = _make(tmp_path, "gpt2")
+    cfg = json.loads((base / "config.json").read_text())
+    del cfg["model_type"]
+    (base / "config.json").write_text(json.dumps(cfg))
+    report = adapterscan.check(adapter, base)
+    assert "base_structure_from_headers" in {p.code for p in report.problems}
+    with pytest.raises(adapterscan.AdapterScanError, match="no model_type"):
+        adapterscan.check(adapter, base, structure="model")
+
+
+@pytest.mark.parametrize("structure", ["auto", "headers"])
+def test_a_base_config_linked_out_of_the_folder_is_refused_inside(
+    tmp_path: Path, structure: str
+) -> None:
+    _, base, adapter = _make(tmp_path, "gpt2")
+    outside = tmp_path / "outside.json"
+    (base / "config.json").rename(outside)
+    (base / "config.json").symlink_to(outside)
+    assert adapterscan.check(adapter, base, structure=structure).ok  # followed by default
+    with pytest.raises(adapterscan.PathEscapeError):
+        adapterscan.check(adapter, base, structure=structure, symlinks="inside")

@@ -156,3 +156,22 @@ def test_module_settings_of_mlx_configs(tmp_path: Path) -> None:
         adapterscan.ConfigError, match=r"adapterscan\.modules\.model\.layers\.0\.a\.dropout"
     ):
         adapterscan.scan(tmp_path).module_settings  # noqa: B018
+
+
+@pytest.mark.mlx
+def test_a_peft_adapter_without_a_config_has_peft_defaults(tmp_path: Path) -> None:
+    """peft's own defaults (lora_alpha 8, no dropout) when the config is missing: the scale is
+    8 / r, and conversion and loading use it instead of failing."""
+    from adapterscan.mlx import convert_to_mlx
+
+    folder = tmp_path / "a"
+    shutil.copytree(FIXTURES / "llama-all-linear", folder)
+    (folder / "adapter_config.json").unlink()
+    s = adapterscan.scan(folder)
+    assert "config_missing" in {p.code for p in s.problems}
+    for path, (scale, dropout) in s.module_settings.items():
+        rank = s.modules[path].rank
+        assert rank is not None
+        assert (scale, dropout) == (pytest.approx(8.0 / rank), 0.0)
+    out = convert_to_mlx(folder, tmp_path / "mlx")
+    assert out.ok

@@ -119,7 +119,11 @@ def _can_build() -> bool:
     return bool(importlib.util.find_spec("mlx") and importlib.util.find_spec("mlx_lm"))
 
 
-def _built(base: str | os.PathLike[str], structure: str) -> ExpectedModules | None:
+def _built(
+    base: str | os.PathLike[str],
+    structure: str,
+    symlinks: Literal["follow", "inside", "refuse"] = "follow",
+) -> ExpectedModules | None:
     """The base's table from mlx-lm's classes, or None when ``"auto"`` cannot build it."""
     if not _can_build():
         if structure == "model":
@@ -131,7 +135,7 @@ def _built(base: str | os.PathLike[str], structure: str) -> ExpectedModules | No
     from .mlx._skeleton import SkeletonUnavailable, base_expected
 
     try:
-        return base_expected(base)
+        return base_expected(base, symlinks)
     except SkeletonUnavailable as e:
         if structure == "model":
             raise AdapterScanError(f"mlx-lm cannot build the base model: {e}") from e
@@ -156,7 +160,7 @@ def base_structure(
     Raises:
         AdapterScanError: The base cannot be read (``"model"``: mlx-lm cannot build it).
     """
-    expected = _built(base, structure) if structure != "headers" else None
+    expected = _built(base, structure, symlinks) if structure != "headers" else None
     return expected if expected is not None else read_base(base, symlinks=symlinks)
 
 
@@ -190,7 +194,7 @@ def check(
     """
     if not isinstance(base, ExpectedModules) and structure != "headers" and _can_build():
         try:
-            built = _built(base, structure)
+            built = _built(base, structure, symlinks)
         except AdapterScanError:
             # The adapter's own errors come first, as when both sides are read together.
             if not isinstance(adapter, Scan):

@@ -16,7 +16,7 @@ from ._check import read_base
 from ._config_io import CONFIG_NAME, as_mapping, config_writer, given_scale, most_common
 from ._core import SAVE_ID_KEY, AdapterScanError, Module, read_config_bytes
 from ._scan import Scan, scan
-from .errors import config_error
+from .errors import SaveError, config_error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -199,4 +199,9 @@ def _write_repaired(folder: Path, cfg: dict[str, Any], raw: bytes | None) -> Non
             p.write_bytes(old_bytes)
 
         writers[backup] = write_backup
-    replace_files(folder, writers)
+    try:
+        replace_files(folder, writers)
+    except OSError as e:
+        raise SaveError(
+            f"{folder} could not be written ({e.strerror or e}): the adapter there is unchanged"
+        ) from e

@@ -45,6 +45,19 @@ pub struct ModuleSettings {
     pub dropout: f64,
 }
 
+/// What peft gives a module of rank `rank` when there is no config at all: its default
+/// `lora_alpha` over the rank, no dropout.
+pub fn peft_defaults(rank: Option<u64>) -> ModuleSettings {
+    #[allow(clippy::cast_precision_loss)] // ranks are far below 2^52
+    let scale = rank
+        .filter(|&r| r > 0)
+        .map(|r| Scale::One(PEFT_DEFAULT_ALPHA / r as f64));
+    ModuleSettings {
+        scale,
+        dropout: 0.0,
+    }
+}
+
 /// The per-module settings of one config, its patterns compiled once.
 pub struct Settings<'c> {
     config: &'c AdapterConfig,

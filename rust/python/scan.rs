@@ -176,12 +176,31 @@ impl PyScan {
         self.inner.has_errors()
     }
 
-    /// The config as JSON text (key order kept), or None.
     /// `(path, scale, dropout)` of every module, as the config gives them (scale `None` when it
-    /// records none; a list when it records one per output feature).
+    /// records none; a list when it records one per output feature; peft's defaults for a PEFT
+    /// adapter without a config).
     fn module_settings(&self) -> PyResult<Vec<(String, Option<ScaleValue>, f64)>> {
+        let as_py = |s: crate::config::settings::ModuleSettings| {
+            s.scale.map(|x| match x {
+                Scale::One(v) => ScaleValue::One(v),
+                Scale::PerOutput(v) => ScaleValue::PerOutput(v),
+            })
+        };
         let Some(c) = &self.inner.config else {
-            return Ok(Vec::new());
+            // No config: a PEFT adapter has peft's defaults; an mlx one records nothing.
+            if self.inner.format != crate::scan::Format::Peft {
+                return Ok(Vec::new());
+            }
+            return Ok(self
+                .inner
+                .modules
+                .iter()
+                .map(|m| {
+                    let s = crate::config::settings::peft_defaults(m.rank);
+                    let dropout = s.dropout;
+                    (m.path.clone(), as_py(s), dropout)
+                })
+                .collect());
         };
         Python::attach(|py| {
             let settings = Settings::new(c).map_err(|e| to_pyerr(py, &e))?;
@@ -190,16 +209,14 @@ impl PyScan {
                 .iter()
                 .map(|m| {
                     let s = settings.of(&m.path, m.rank).map_err(|e| to_pyerr(py, &e))?;
-                    let scale = s.scale.map(|x| match x {
-                        Scale::One(v) => ScaleValue::One(v),
-                        Scale::PerOutput(v) => ScaleValue::PerOutput(v),
-                    });
-                    Ok((m.path.clone(), scale, s.dropout))
+                    let dropout = s.dropout;
+                    Ok((m.path.clone(), as_py(s), dropout))
                 })
                 .collect()
         })
     }
 
+    /// The config as JSON text (key order kept), or None.
     fn config_json(&self) -> Option<String> {
         self.inner.config.as_ref().map(|c| c.raw.to_string())
     }

@@ -189,14 +189,21 @@ def _untorn_scan(path: str | os.PathLike[str], attempts: int = 5) -> Scan:
     """A scan whose files all come from one save.
 
     A scan that read a folder while another process replaced it (``torn_save``) is taken again,
-    a bounded number of times; the last one's error then stands.
+    a bounded number of times, then refused.
+
+    Raises:
+        TornReadError: Every scan found files of two saves.
     """
+    torn = None
     for attempt in range(attempts):
         s = scan(path)
-        if not any(p.code == "torn_save" for p in s.problems):
+        torn = next((p for p in s.problems if p.code == "torn_save"), None)
+        if torn is None:
             return s
         time.sleep(0.005 * 2**attempt)
-    return s
+    # Strict or not: a config of one save applied to another's weights is never loaded.
+    reason = torn.message if torn is not None else "files of two saves"
+    raise TornReadError(f"{s.path}: still torn after {attempts} scans: {reason}")
 
 
 class _Plan(NamedTuple):

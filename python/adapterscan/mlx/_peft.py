@@ -71,7 +71,7 @@ def _peft_specs(
             raise AdapterMismatchError(f"no rank can be inferred for {path}", _empty_report(s))
         _refuse_embedding(path, m, tied=tied)
         rank = int(m.rank)
-        scale, dropout = settings[path]
+        scale, dropout = settings[path]  # the core gives peft's defaults without a config
         if not isinstance(scale, float):
             raise AdapterMismatchError(f"no scale can be read for {path}", _empty_report(s))
         spec = _Spec(

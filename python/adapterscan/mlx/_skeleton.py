@@ -14,22 +14,24 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import mlx.nn as nn
 
-from .._core import ExpectedModules, read_config_bytes
+from .._core import AdapterScanError, ExpectedModules, read_config_bytes
 from .._scan import scan
 from ..errors import config_error
 from ._live import expected_modules
+
+Symlinks = Literal["follow", "inside", "refuse"]
 
 
 class SkeletonUnavailable(Exception):
     """mlx-lm cannot build this folder's model: the header-only reading is the fallback."""
 
 
-def model_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
+def model_config(folder: str | os.PathLike[str], symlinks: Symlinks = "follow") -> dict[str, Any]:
     """A model folder's ``config.json``, read through the one opener.
 
     That is a regular file of at most 16 MiB; a FIFO or a device is refused before any read.
@@ -41,7 +43,7 @@ def model_config(folder: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(folder) / "config.json"
     if not os.path.lexists(path):
         raise SkeletonUnavailable(f"{folder} has no config.json")
-    raw = read_config_bytes(path)
+    raw = read_config_bytes(path, folder=folder, symlinks=symlinks)
     try:
         value = json.loads(raw)
     except (ValueError, RecursionError) as e:
@@ -71,14 +73,19 @@ def _quantization(config: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _quantize(model: nn.Module, folder: Path, quantization: dict[str, Any]) -> None:
+def _quantize(
+    model: nn.Module, folder: Path, quantization: dict[str, Any], symlinks: Symlinks
+) -> None:
     """Quantize the skeleton as mlx-lm's ``load_model`` does, from the headers' names and shapes."""
     from mlx_lm.utils import infer_quant_config
 
-    headers = {
-        name: _Header(t.shape, t.dtype)
-        for name, t in scan(folder, read_config=False).tensors.items()
-    }
+    try:
+        tensors = scan(folder, read_config=False, symlinks=symlinks).tensors
+    except AdapterScanError as e:
+        # Files the adapter resolver does not take (several weights, no index): the header
+        # reading of the base handles them, and reports what is wrong.
+        raise SkeletonUnavailable(f"{folder}: its headers cannot be listed here: {e}") from e
+    headers = {name: _Header(t.shape, t.dtype) for name, t in tensors.items()}
 
     def class_predicate(p: str, m: nn.Module) -> Any:
         if p in quantization:
@@ -96,7 +103,7 @@ def _quantize(model: nn.Module, folder: Path, quantization: dict[str, Any]) -> N
     )
 
 
-def skeleton(folder: str | os.PathLike[str]) -> nn.Module:
+def skeleton(folder: str | os.PathLike[str], symlinks: Symlinks = "follow") -> nn.Module:
     """The model mlx-lm would load from ``folder``, with no weight read.
 
     Raises:
@@ -107,18 +114,20 @@ def skeleton(folder: str | os.PathLike[str]) -> nn.Module:
     from mlx_lm.utils import _get_classes
 
     root = Path(folder)
-    config = model_config(root)
+    config = model_config(root, symlinks)
     if "model_file" in config:
         raise SkeletonUnavailable(f"{root}: a custom model_file is never imported")
+    if not isinstance(config.get("model_type"), str):
+        raise SkeletonUnavailable(f"{root / 'config.json'} gives no model_type")
     try:
         model_class, args_class = _get_classes(config=config)
-    except ValueError as e:
+    except (KeyError, TypeError, ValueError) as e:
         raise SkeletonUnavailable(f"{root}: {e}") from e
     try:
         model = model_class(args_class.from_dict(config))
         quantization = _quantization(config)
         if quantization is not None:
-            _quantize(model, root, quantization)
+            _quantize(model, root, quantization, symlinks)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise SkeletonUnavailable(
             f"{root / 'config.json'}: mlx-lm cannot build the model: {e}"
@@ -126,6 +135,7 @@ def skeleton(folder: str | os.PathLike[str]) -> nn.Module:
     return model
 
 
-def base_expected(folder: str | os.PathLike[str]) -> ExpectedModules:
+def base_expected(folder: str | os.PathLike[str], symlinks: Symlinks = "follow") -> ExpectedModules:
     """The table of modules a base folder offers, from mlx-lm's classes (see :func:`skeleton`)."""
-    return expected_modules(skeleton(folder), source=f"mlx-lm classes built from {folder}")
+    model = skeleton(folder, symlinks)
+    return expected_modules(model, source=f"mlx-lm classes built from {folder}")

@@ -10,7 +10,7 @@ May use: adapterscan's scan, checker, config helpers and errors. No MLX and noth
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .._check import Report
 from .._check import check as _check
@@ -38,12 +38,6 @@ class _Spec(NamedTuple):
     part: tuple[int, int, int, int, float] | None = None
     # The rank of the PEFT wrapper the factors were folded into (0: ``rank``).
     folded_rank: int = 0
-
-
-def _number(value: Any, what: str, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise config_error(f"{what} must be a number, found {value!r}", path, what)
-    return float(value)
 
 
 def _specs(s: Scan, scale: float | None, skip: set[str]) -> list[_Spec]:
