@@ -15,9 +15,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -134,6 +134,23 @@ def _link_file(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _new_stage(target: Path) -> Path:
+    """A new, empty staging folder beside ``target``, named for this process.
+
+    Made with mode 0777 less the umask, as any new folder is (the kernel applies the umask, so
+    no process-wide state is changed); an existing target's mode is copied onto it later.
+    """
+    prefix = f".{target.name}{STAGING_MARK}{os.getpid()}-"
+    for _ in range(100):
+        stage = target.parent / f"{prefix}{secrets.token_hex(6)}"
+        try:
+            os.mkdir(stage, 0o777)
+        except FileExistsError:
+            continue
+        return stage
+    raise FileExistsError(errno.EEXIST, "no free staging folder name", str(target.parent))
+
+
 def replace_files(
     target: Path,
     writers: Mapping[str, Callable[[Path], None]],
@@ -151,14 +168,7 @@ def replace_files(
         target = Path(os.path.realpath(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(target)
-    stage = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}{STAGING_MARK}{os.getpid()}-", dir=target.parent)
-    )
-    # mkdtemp makes 0700; a new folder gets what the umask gives any other (an existing one's
-    # mode is copied below).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)
+    stage = _new_stage(target)
     try:
         for name, write in writers.items():
             write(stage / name)
