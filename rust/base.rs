@@ -21,7 +21,7 @@ use crate::naming::paths::{keeps_expert_lists, layer_split, looks_like_embedding
 use crate::problem::{Code, Problem, Severity};
 use crate::read::dtype::unpacked_width;
 use crate::read::header::Header;
-use crate::read::open::{read_small_file, Limits};
+use crate::read::open::{read_small_file, Limits, SmallFile};
 use crate::read::plan::{read_plans, Read, ReadPlan};
 use crate::read::table::Tensors;
 use crate::rules::index::check_index;
@@ -146,7 +146,7 @@ impl<'l> PendingBase<'l> {
             if limits.symlinks == crate::read::open::SymlinkPolicy::Inside {
                 crate::read::open::check_inside(folder, &config_path)?;
             }
-            let bytes = read_small_file(&config_path, limits, "model config")?;
+            let bytes = read_small_file(&config_path, limits, SmallFile::ModelConfig)?;
             serde_json::from_slice(&bytes).map_err(|e| ScanError::Config {
                 path: config_path.clone(),
                 field: None,

@@ -11,12 +11,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{parse_config, AdapterConfig, PeftRanks, Schema};
-use crate::error::{Result, ScanError};
+use crate::error::Result;
 use crate::infer::{infer, InferOptions, Inference, Module, TensorView};
 use crate::naming::natural::natural_cmp;
 use crate::problem::{Code, Problem, Severity};
 use crate::read::header::Header;
-use crate::read::open::{check_inside, read_small_file, SymlinkPolicy};
+use crate::read::open::{check_inside, read_small_file, SmallFile, SymlinkPolicy};
 use crate::read::plan::{read_plans, Read, ReadPlan};
 use crate::read::resolve::{resolve, Sources};
 pub use crate::read::resolve::{ConfigSource, ScanOptions};
@@ -226,14 +226,7 @@ fn read_config(sources: &Sources, opts: &ScanOptions) -> Result<Option<AdapterCo
     if opts.limits.symlinks == SymlinkPolicy::Inside {
         check_inside(&sources.folder, p)?;
     }
-    let bytes = read_small_file(p, &opts.limits, "adapter config").map_err(|e| match e {
-        ScanError::ShardIndex { path, message } => ScanError::Config {
-            path,
-            field: None,
-            message,
-        },
-        other => other,
-    })?;
+    let bytes = read_small_file(p, &opts.limits, SmallFile::AdapterConfig)?;
     parse_config(p, &bytes).map(Some)
 }
 

@@ -65,3 +65,21 @@ def test_a_deep_config_is_a_config_error(tmp_path: Path) -> None:
     # Read as no usable old config: repair needs the scale, and says so.
     with pytest.raises(adapterscan.ConfigError, match="pass --scale"):
         adapterscan.repair(folder)
+
+
+def test_an_oversized_config_is_a_config_error_on_either_side(tmp_path: Path) -> None:
+    """Over the size limit (a sparse file: nothing is read), an adapter's and a base's config
+    are ConfigErrors, as other bad configs are, not shard-index errors."""
+    folder = _adapter(tmp_path / "a")
+    base = tmp_path / "base"
+    base.mkdir()
+    save_numpy(
+        base / "model.safetensors", {"model.layers.0.q.weight": np.zeros((8, 8), np.float32)}
+    )
+    for config in (folder / "adapter_config.json", base / "config.json"):
+        with config.open("wb") as f:
+            f.truncate(300 << 20)
+    with pytest.raises(adapterscan.ConfigError, match="over the limit"):
+        adapterscan.scan(folder)
+    with pytest.raises(adapterscan.ConfigError, match="over the limit"):
+        adapterscan.read_base(base)

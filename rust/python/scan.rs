@@ -442,8 +442,7 @@ pub fn read_config_bytes(
     folder: Option<PathBuf>,
     symlinks: &str,
 ) -> PyResult<Py<pyo3::types::PyBytes>> {
-    let mut limits = limits_from(None, None, None, Some(MAX_CONFIG_BYTES), symlinks)?;
-    limits.max_index_bytes = MAX_CONFIG_BYTES;
+    let limits = limits_from(None, None, None, Some(MAX_CONFIG_BYTES), symlinks)?;
     let result = py.detach(|| {
         if limits.symlinks == SymlinkPolicy::Inside {
             let folder = folder
@@ -452,16 +451,7 @@ pub fn read_config_bytes(
                 .unwrap_or(Path::new("."));
             crate::read::open::check_inside(folder, &path)?;
         }
-        crate::read::open::read_small_file(&path, &limits, "config").map_err(|e| match e {
-            crate::error::ScanError::ShardIndex { path, message } => {
-                crate::error::ScanError::Config {
-                    path,
-                    field: None,
-                    message,
-                }
-            }
-            other => other,
-        })
+        crate::read::open::read_small_file(&path, &limits, crate::read::open::SmallFile::Config)
     });
     match result {
         Ok(bytes) => Ok(pyo3::types::PyBytes::new(py, &bytes).unbind()),

@@ -11,7 +11,7 @@ use serde::Deserializer as _;
 
 use crate::error::{Result, ScanError};
 use crate::read::fast::Cursor;
-use crate::read::open::{read_small_file_into, Limits};
+use crate::read::open::{read_small_file_into, Limits, SmallFile};
 
 /// A parsed shard index. Tensor names stay in the index text (no string per tensor).
 #[derive(Debug, Clone, Default)]
@@ -159,7 +159,7 @@ impl ShardIndex {
 /// [`ShardIndex::check_unique`], not here.
 pub fn read_index(path: &Path, limits: &Limits) -> Result<ShardIndex> {
     let spare = std::mem::take(&mut *SPARE_TEXT.lock().unwrap_or_else(PoisonError::into_inner));
-    let bytes = read_small_file_into(path, limits, "shard index", spare)?;
+    let bytes = read_small_file_into(path, limits, SmallFile::Index, spare)?;
     parse_index_owned(path, bytes)
 }
 

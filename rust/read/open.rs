@@ -152,27 +152,66 @@ fn file_kind(ft: std::fs::FileType) -> &'static str {
     }
 }
 
+/// What a small file read whole is: its name in messages, and the error its size limit gives.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SmallFile {
+    /// `*.safetensors.index.json`.
+    Index,
+    /// `adapter_config.json`.
+    AdapterConfig,
+    /// A model's `config.json`.
+    ModelConfig,
+    /// A config file handed over by the caller (the bindings' reader).
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    Config,
+}
+
+impl SmallFile {
+    fn what(self) -> &'static str {
+        match self {
+            Self::Index => "shard index",
+            Self::AdapterConfig => "adapter config",
+            Self::ModelConfig => "model config",
+            Self::Config => "config",
+        }
+    }
+
+    /// The error of a file over the size limit.
+    fn too_large(self, path: &Path, message: String) -> ScanError {
+        match self {
+            Self::Index => ScanError::ShardIndex {
+                path: path.to_path_buf(),
+                message,
+            },
+            _ => ScanError::Config {
+                path: path.to_path_buf(),
+                field: None,
+                message,
+            },
+        }
+    }
+}
+
 /// Read a whole small file (a JSON index or config), refusing non-regular files and big ones.
-pub(crate) fn read_small_file(path: &Path, limits: &Limits, what: &str) -> Result<Vec<u8>> {
-    read_small_file_into(path, limits, what, Vec::new())
+pub(crate) fn read_small_file(path: &Path, limits: &Limits, kind: SmallFile) -> Result<Vec<u8>> {
+    read_small_file_into(path, limits, kind, Vec::new())
 }
 
 /// As [`read_small_file`], into `buf` (cleared first; its room is reused).
 pub(crate) fn read_small_file_into(
     path: &Path,
     limits: &Limits,
-    what: &str,
+    kind: SmallFile,
     mut buf: Vec<u8>,
 ) -> Result<Vec<u8>> {
     let (mut file, size) = open_regular(path, limits)?;
     if size > limits.max_index_bytes {
-        return Err(ScanError::ShardIndex {
-            path: path.to_path_buf(),
-            message: format!(
-                "the {what} has {size} bytes, over the limit of {}",
-                limits.max_index_bytes
-            ),
-        });
+        let message = format!(
+            "the {} has {size} bytes, over the limit of {}",
+            kind.what(),
+            limits.max_index_bytes
+        );
+        return Err(kind.too_large(path, message));
     }
     buf.clear();
     buf.reserve_exact(usize::try_from(size).unwrap_or(0));
