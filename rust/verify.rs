@@ -84,10 +84,18 @@ pub fn run_batch(
     batch: &[Task],
     tensors: &crate::read::table::Tensors,
 ) -> Result<Vec<(usize, TensorStats)>> {
+    // Each file once: opened through the one opener and checked to be the file scanned.
+    let mut files: std::collections::HashMap<&std::path::Path, File> =
+        std::collections::HashMap::new();
+    for task in batch {
+        if !files.contains_key(task.path.as_path()) {
+            files.insert(&task.path, open_scanned(task)?);
+        }
+    }
     batch
         .par_iter()
         .map(|task| {
-            let mut stats = stats_of(task)?;
+            let mut stats = stats_of(task, &files[task.path.as_path()])?;
             tensors.get(task.tensor).name.clone_into(&mut stats.name);
             Ok((task.tensor, stats))
         })
@@ -96,7 +104,20 @@ pub fn run_batch(
 
 const CHUNK: usize = 1 << 22;
 
-fn stats_of(task: &Task) -> Result<TensorStats> {
+/// The task's file, if it is the one that was scanned (a regular file: a FIFO swapped in is
+/// refused, never waited on).
+fn open_scanned(task: &Task) -> Result<File> {
+    let (file, _) = open_regular(&task.path, &Limits::default())?;
+    let meta = file.metadata().map_err(|e| ScanError::io(&task.path, e))?;
+    if Identity::of(&meta) != task.identity {
+        return Err(ScanError::FileReplaced {
+            path: task.path.clone(),
+        });
+    }
+    Ok(file)
+}
+
+fn stats_of(task: &Task, file: &File) -> Result<TensorStats> {
     let decode: Option<fn(&[u8], &mut Acc)> = match task.dtype.name() {
         "F32" => Some(decode_f32),
         "F16" => Some(decode_f16),
@@ -106,20 +127,11 @@ fn stats_of(task: &Task) -> Result<TensorStats> {
     };
     let mut acc = Acc::default();
     if let Some(decode) = decode {
-        // The one opener (a regular file only: a FIFO swapped in is refused, never waited on),
-        // and the file must be the one scanned.
-        let (file, _) = open_regular(&task.path, &Limits::default())?;
-        let meta = file.metadata().map_err(|e| ScanError::io(&task.path, e))?;
-        if Identity::of(&meta) != task.identity {
-            return Err(ScanError::FileReplaced {
-                path: task.path.clone(),
-            });
-        }
         let mut buf = vec![0u8; CHUNK.min(usize::try_from(task.len).unwrap_or(CHUNK))];
         let mut done = 0u64;
         while done < task.len {
             let n = usize::try_from((task.len - done).min(buf.len() as u64)).unwrap_or(0);
-            read_exact_at(&file, &mut buf[..n], task.offset + done)
+            read_exact_at(file, &mut buf[..n], task.offset + done)
                 .map_err(|e| ScanError::io(&task.path, e))?;
             decode(&buf[..n], &mut acc);
             done += n as u64;
