@@ -181,9 +181,9 @@ fn finish_scan(
         .iter()
         .map(|&i| views[i].name)
         .collect();
-    let saved: Vec<(PathBuf, Option<&BTreeMap<String, String>>)> = files
+    let saved: Vec<(&Path, Option<&BTreeMap<String, String>>)> = files
         .iter()
-        .map(|f: &FileSummary| (f.path.clone(), f.metadata.as_ref()))
+        .map(|f: &FileSummary| (f.path.as_path(), f.metadata.as_ref()))
         .collect();
     crate::rules::save_id::check_save_ids(config.as_ref(), &saved, &mut problems);
     drop(saved);

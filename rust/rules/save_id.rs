@@ -6,7 +6,7 @@
 //! May use: `config`, `problem`, `rules` (the context).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 
 use crate::config::AdapterConfig;
 use crate::problem::Code;
@@ -18,7 +18,7 @@ pub const METADATA_KEY: &str = "adapterscan_save_id";
 /// The config's save id against each file's.
 pub(crate) fn check_save_ids(
     config: Option<&AdapterConfig>,
-    files: &[(PathBuf, Option<&BTreeMap<String, String>>)],
+    files: &[(&Path, Option<&BTreeMap<String, String>>)],
     problems: &mut Vec<crate::problem::Problem>,
 ) {
     let cx = &mut Ctx { problems };
@@ -26,11 +26,11 @@ pub(crate) fn check_save_ids(
         .and_then(|c| c.raw.get("adapterscan"))
         .and_then(|a| a.get("save_id"))
         .and_then(serde_json::Value::as_str);
-    let ids: Vec<(&PathBuf, &str)> = files
+    let ids: Vec<(&Path, &str)> = files
         .iter()
         .filter_map(|(p, m)| {
             m.and_then(|m| m.get(METADATA_KEY))
-                .map(|id| (p, id.as_str()))
+                .map(|id| (*p, id.as_str()))
         })
         .collect();
     let reference = config_id.or_else(|| ids.first().map(|(_, id)| *id));
@@ -67,10 +67,12 @@ mod tests {
             .iter()
             .map(|id| id.map(|id| BTreeMap::from([(METADATA_KEY.to_string(), id.to_string())])))
             .collect();
-        let files: Vec<(PathBuf, Option<&BTreeMap<String, String>>)> = metas
+        let names: Vec<std::path::PathBuf> =
+            (0..metas.len()).map(|i| format!("f{i}").into()).collect();
+        let files: Vec<(&Path, Option<&BTreeMap<String, String>>)> = names
             .iter()
-            .enumerate()
-            .map(|(i, m)| (PathBuf::from(format!("f{i}")), m.as_ref()))
+            .zip(&metas)
+            .map(|(n, m)| (n.as_path(), m.as_ref()))
             .collect();
         let mut problems = Vec::new();
         check_save_ids(config.as_ref(), &files, &mut problems);
