@@ -189,8 +189,9 @@ def test_convert_never_writes_over_an_adapter_unless_forced(tmp_path: Path) -> N
     with pytest.raises(adapterscan.AdapterScanError, match="holds an adapter"):
         convert_to_peft(src, other)
     assert _files(other) == other_before
-    # Forced: the old adapter's files are kept beside as backups, the new one stands alone and is
-    # what the report describes.
+    # Forced: the old adapter's files are kept beside as backups (hard links: no byte copied),
+    # the new one stands alone and is what the report describes.
+    inode = (other / "adapters.safetensors").stat().st_ino
     s = convert_to_peft(src, other, force=True)
     assert s.format == "peft"
     assert s.files[0].path.endswith("adapter_model.safetensors")
@@ -203,6 +204,25 @@ def test_convert_never_writes_over_an_adapter_unless_forced(tmp_path: Path) -> N
     ]
     restored = {b.split(".bak-")[0]: (other / b).read_bytes() for b in backups}
     assert restored == other_before
+    weights_backup = next(b for b in backups if b.startswith("adapters.safetensors"))
+    assert (other / weights_backup).stat().st_ino == inode
+
+
+@pytest.mark.mlx
+@pytest.mark.timeout(30)
+def test_a_forced_convert_never_opens_what_it_sets_aside(tmp_path: Path) -> None:
+    from adapterscan.mlx import convert_to_peft
+
+    src = _mlx_adapter(tmp_path / "a")
+    dst = tmp_path / "b"
+    dst.mkdir()
+    os.mkfifo(dst / "adapter_config.json")  # would block any reader
+    with pytest.raises(adapterscan.AdapterScanError, match="holds an adapter"):
+        convert_to_peft(src, dst)
+    s = convert_to_peft(src, dst, force=True)
+    assert s.format == "peft"
+    backup = next(p for p in dst.iterdir() if p.name.startswith("adapter_config.json.bak-"))
+    assert stat.S_ISFIFO(backup.lstat().st_mode)
 
 
 @pytest.mark.mlx

@@ -18,7 +18,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +155,12 @@ def replace_files(
     target: Path,
     writers: Mapping[str, Callable[[Path], None]],
     *,
-    remove: Collection[str] = (),
+    aside: Mapping[str, str] | None = None,
 ) -> None:
     """Write ``writers`` (file name -> function writing that file) into ``target`` atomically.
 
-    Other entries of an existing ``target`` are kept, but those named in ``remove``. Raises
+    Other entries of an existing ``target`` are kept; those named in ``aside`` (name -> new
+    name) are kept under their new name instead (hard links: no byte is copied). Raises
     whatever a writer raises, leaving ``target`` untouched.
     """
     target = Path(os.path.abspath(target))
@@ -176,8 +177,10 @@ def replace_files(
         if target.exists():
             shutil.copymode(target, stage)
             for entry in target.iterdir():
-                if entry.name in remove and entry.name not in writers:
-                    continue
+                if aside and entry.name in aside:
+                    _link_or_copy(entry, stage / aside[entry.name])
+                    if entry.name not in writers:
+                        continue
                 if entry.name in writers:
                     with contextlib.suppress(OSError):
                         shutil.copymode(entry, stage / entry.name)
@@ -187,10 +190,10 @@ def replace_files(
             if not _exchange(stage, target):
                 # No atomic exchange here: fall back to two renames (a brief window in which the
                 # folder is absent, never half-written).
-                aside = stage.with_name(stage.name + "-old")
-                os.rename(target, aside)
+                old = stage.with_name(stage.name + "-old")
+                os.rename(target, old)
                 os.rename(stage, target)
-                stage = aside
+                stage = old
         else:
             _fsync_dir(stage)
             os.rename(stage, target)

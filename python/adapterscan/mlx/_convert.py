@@ -54,9 +54,7 @@ def _source(src: str | os.PathLike[str], fmt: str, what: str) -> Scan:
     return s
 
 
-def _destination(
-    s: Scan, dst: str | os.PathLike[str], *, force: bool
-) -> tuple[dict[str, bytes], list[str]]:
+def _destination(s: Scan, dst: str | os.PathLike[str], *, force: bool) -> dict[str, str]:
     """Refuse to write over an adapter unless ``force``; then its files are kept as backups.
 
     The destination must not be the source's folder, nor hold an adapter (its config or weights).
@@ -64,21 +62,21 @@ def _destination(
     step, so the folder then holds the new adapter alone.
 
     Returns:
-        The backups (name -> bytes) and the files they replace.
+        The adapter files to set aside (name -> backup name); none for a fresh destination.
 
     Raises:
         AdapterScanError: The destination is the source or holds an adapter, and not ``force``.
     """
     target = Path(dst)
     if not target.is_dir():
-        return {}, []
+        return {}
     source = Path(s.path) if Path(s.path).is_dir() else Path(s.path).parent
     same = os.path.samefile(source, target)
     present = sorted(
         p.name for p in target.iterdir() if p.name == CONFIG_NAME or is_adapter_file(p.name)
     )
     if not present:
-        return {}, []
+        return {}
     if not force:
         what = "the adapter being converted" if same else "an adapter"
         raise AdapterScanError(
@@ -86,8 +84,9 @@ def _destination(
             "destination, or force it (--force) to keep those files as backups"
         )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    backups = {f"{name}.bak-{stamp}": (target / name).read_bytes() for name in present}
-    return backups, present
+    # Linked aside in the atomic step: no byte is read (a FIFO under an adapter's name is not
+    # opened), whatever the size of the weights.
+    return {name: f"{name}.bak-{stamp}" for name in present}
 
 
 def _arrays(s: Scan) -> dict[str, Any]:
@@ -136,7 +135,7 @@ def convert_to_mlx(
         The scan of the written adapter.
     """
     s = _source(src, "peft", "a PEFT adapter")
-    backups, replaced = _destination(s, dst, force=force)
+    aside = _destination(s, dst, force=force)
     model, tied = _base_model(base)
     specs = _peft_specs(
         s, model, set(), drop_embedding_copy=drop_embedding_copy, tied=tied, live=False
@@ -153,7 +152,7 @@ def convert_to_mlx(
     scale = next(iter(scales)) if uniform else 1.0
     dropout = next((spec.dropout for spec in specs), 0.0)
     out_cfg = _mlx_config(s, specs, rank=r_max, scale=scale, dropout=dropout)
-    return _write(dst, weights, out_cfg, backups=backups, remove=replaced)
+    return _write(dst, weights, out_cfg, aside=aside)
 
 
 def _base_model(base: str | os.PathLike[str] | None) -> tuple[nn.Module | None, int | None]:
@@ -302,7 +301,7 @@ def convert_to_peft(
             adapter and ``force`` is not given.
     """
     s = _source(src, "mlx", "an mlx adapter")
-    backups, replaced = _destination(s, dst, force=force)
+    aside = _destination(s, dst, force=force)
     specs = _specs(s, None, set())
     arrays = _arrays(s)
     weights, switches = _peft_weights(specs, arrays, experts)
@@ -320,8 +319,7 @@ def convert_to_peft(
         metadata,
         config,
         ensure_ascii=True,
-        backups=backups,
-        remove=replaced,
+        aside=aside,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +116,7 @@ def _write(
     weights: dict[str, Any],
     cfg: dict[str, Any],
     *,
-    backups: Mapping[str, bytes] | None = None,
-    remove: Collection[str] = (),
+    aside: Mapping[str, str] | None = None,
 ) -> Scan:
     ours = cfg["adapterscan"]
     metadata = {
@@ -135,8 +134,7 @@ def _write(
         metadata,
         cfg,
         ensure_ascii=False,
-        backups=backups,
-        remove=remove,
+        aside=aside,
     )
 
 
@@ -148,8 +146,7 @@ def _write_files(
     cfg: dict[str, Any],
     *,
     ensure_ascii: bool,
-    backups: Mapping[str, bytes] | None = None,
-    remove: Collection[str] = (),
+    aside: Mapping[str, str] | None = None,
 ) -> Scan:
     """Write the weights file and ``adapter_config.json`` together, atomically; scan them.
 
@@ -160,8 +157,7 @@ def _write_files(
         metadata: The safetensors metadata.
         cfg: The config.
         ensure_ascii: See :func:`adapterscan._config_io.config_text`.
-        backups: Files to write beside them in the same step (name -> bytes).
-        remove: Entries of the folder that do not survive the step (set aside as ``backups``).
+        aside: Entries of the folder kept under another name in the same step (old -> new).
     """
 
     def write_weights(p: Path) -> None:
@@ -173,14 +169,8 @@ def _write_files(
         weights_name: write_weights,
         CONFIG_NAME: write_config,
     }
-    for name, data in (backups or {}).items():
-
-        def write_backup(p: Path, data: bytes = data) -> None:
-            p.write_bytes(data)
-
-        writers[name] = write_backup
     try:
-        replace_files(target, writers, remove=remove)
+        replace_files(target, writers, aside=aside)
     except (OSError, RuntimeError) as e:
         # A full disk, a read-only or vanished folder: nothing was swapped in (mlx reports a
         # failed write as a RuntimeError).
